@@ -1,0 +1,44 @@
+"""edgekit: PyTorch models to verified, deployable int8 artifacts for phones, Macs and boards.
+
+The public API. Importing it loads no torch, onnxruntime, executorch or coremltools: those load
+inside a build, for the target that needs them.
+"""
+
+from __future__ import annotations
+
+from edgekit.api import BuildResult, build, inspect, list_recipes, list_targets, resolve, verify
+from edgekit.errors import EdgekitError, ExitStatus, InternalError
+from edgekit.recipe import Recipe, Scheme, build_recipe, read_recipe_file
+from edgekit.targets import TargetSpec, load_target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildResult",
+    "EdgekitError",
+    "ExitStatus",
+    "InternalError",
+    "Recipe",
+    "Scheme",
+    "TargetSpec",
+    "__version__",
+    "build",
+    "build_recipe",
+    "inspect",
+    "list_recipes",
+    "list_targets",
+    "load_target",
+    "read_recipe_file",
+    "resolve",
+    "verify",
+]
+
+
+def load_recipe(name_or_path: str, overrides: tuple[str, ...] = ()) -> Recipe:
+    """Load a bundled or file recipe, with `key=value` overrides, into a validated Recipe."""
+    from edgekit.recipe import parse_overrides
+
+    return build_recipe(read_recipe_file(name_or_path), parse_overrides(list(overrides)))
+
+
+__all__.append("load_recipe")

@@ -1,0 +1,161 @@
+"""Core ML helpers: PyTorch -> ML program conversion, compression, and reading facts back from a package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ExportError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+WEIGHTS_FILE = Path("Data") / "com.apple.CoreML" / "weights" / "weight.bin"
+WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y", "gather": "x"}
+
+
+def convert(model: Any, example: np.ndarray, *, precision: str, minimum_target: str, compute_units: str) -> tuple[Any, str]:
+    """Convert `model` to an ML program; return it and the frontend that worked.
+
+    torch.export comes first. coremltools 9.0 cannot convert an exported `aten.max_pool2d` whose
+    stride is left at its default (apple/coremltools#2415: "got 2 input(s), expected minimum 3"),
+    so the stride is written out (PyTorch's default stride is the kernel size) before conversion.
+    Should torch.export or its conversion still fail, the TorchScript frontend (`torch.jit.trace`)
+    converts the same model.
+    """
+    import coremltools as ct
+    import torch
+
+    is_int = np.issubdtype(example.dtype, np.integer)
+    # Core ML has no int64 tensors: token ids enter as int32 (the manifest says so).
+    inputs = [ct.TensorType(name=INPUT_NAME, shape=example.shape, dtype=np.int32 if is_int else np.float32)]
+    kwargs = dict(
+        inputs=inputs,
+        outputs=[ct.TensorType(name=OUTPUT_NAME)],
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, minimum_target),
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        compute_units=getattr(ct.ComputeUnit, compute_units),
+        skip_model_load=True,  # loading needs the Core ML runtime; runner() loads it where one exists
+    )
+    sample = torch.from_numpy(example)
+    errors = []
+    try:
+        program = torch.export.export(model, (sample,)).run_decompositions({})
+        _spell_out_max_pool_stride(program)
+        return ct.convert(program, **kwargs), "torch.export"
+    except Exception as exc:  # any failure here is retried through TorchScript below
+        errors.append(f"torch.export: {type(exc).__name__}: {exc}")
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, sample)
+        return ct.convert(traced, **kwargs), "torch.jit.trace"
+    except Exception as exc:
+        errors.append(f"torch.jit.trace: {type(exc).__name__}: {exc}")
+    raise ExportError(
+        "coremltools could not convert the model: " + "; ".join(e.splitlines()[0][:300] for e in errors),
+        hint="run with --traceback; unsupported ops are listed at https://apple.github.io/coremltools",
+    )
+
+
+def _spell_out_max_pool_stride(program: Any) -> None:
+    import torch
+
+    target = torch.ops.aten.max_pool2d.default
+    for node in program.graph_module.graph.nodes:
+        if node.op == "call_function" and node.target is target and len(node.args) == 2 and "stride" not in node.kwargs:
+            node.args = (*node.args, node.args[1])  # apple/coremltools#2415
+    program.graph_module.recompile()
+
+
+def weight_config(threshold: int, granularity: str = "per_channel") -> Any:
+    """Return the int8 symmetric weight config of the W8 scheme (per channel unless told otherwise)."""
+    import coremltools.optimize.coreml as cto
+
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity=granularity, weight_threshold=threshold)
+    return cto.OptimizationConfig(global_config=op)
+
+
+def quantize_activations(mlmodel: Any, stats: dict[str, dict[str, float]]) -> Any:
+    """Insert int8 quantize/dequantize pairs using precomputed activation ranges.
+
+    This is `coremltools.optimize.coreml.linear_quantize_activations` with its calibration step
+    replaced: coremltools calibrates by running the model in the Core ML runtime, which exists only on
+    macOS. The ranges come from `_coreml_mil.activation_ranges`; the graph passes are coremltools' own.
+    """
+    import coremltools.optimize.coreml as cto
+    from coremltools import _SPECIFICATION_VERSION_IOS_17
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models.utils import _apply_graph_pass
+
+    config = cto.OptimizationConfig(global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
+    passes = []
+    for name in ("compression::insert_prefix_quantize_dequantize_pair", "compression::insert_suffix_quantize_dequantize_pair"):
+        graph_pass = PASS_REGISTRY[name]
+        graph_pass.set_options([PassOption("config", config), PassOption("activation_stats", stats)])
+        passes.append(graph_pass)
+    passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
+    return _apply_graph_pass(mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17, pymil_load_func=milproto_load.load, skip_model_load=True)
+
+
+def set_contract(mlmodel: Any, contract: dict[str, Any]) -> None:
+    """Write the preprocessing contract and labels into the model's own metadata."""
+    meta = mlmodel.user_defined_metadata
+    for key, value in contract.items():
+        meta[f"edgekit.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    prep = contract.get("preprocessing") or {}
+    mlmodel.short_description = (
+        f"edgekit {contract.get('scheme', '')} model. Input '{INPUT_NAME}': "
+        + (f"pixels * {prep.get('scale')} - mean {prep.get('mean')} / std {prep.get('std')}, layout {prep.get('layout')}, "
+           f"color {prep.get('color')}" if prep else "see edgekit.preprocessing")
+        + f". Output '{OUTPUT_NAME}'" + (f": scores for {len(contract['labels'])} labels (edgekit.labels)." if contract.get("labels") else ".")
+    )
+    mlmodel.input_description[INPUT_NAME] = json.dumps(prep) if prep else "model input"
+    mlmodel.output_description[OUTPUT_NAME] = "scores, one per entry of edgekit.labels" if contract.get("labels") else "model output"
+
+
+def weights_bytes(package: Path) -> int:
+    """Return the size of the package's weight file (0 when every constant is inlined)."""
+    path = package / WEIGHTS_FILE
+    return path.stat().st_size if path.is_file() else 0
+
+
+def compression_facts(program: Any) -> dict[str, Any]:
+    """Read back from a program which weights are int8 and which stayed float, and the activation pairs."""
+    from edgekit.backends._coreml_mil import CONSTEXPR_OPS
+
+    ops = list(program.functions["main"].operations)
+    producers = {op.outputs[0].name: op for op in ops}
+    quantized, floating = [], []
+    quantized_elements = float_elements = 0
+    for op in ops:
+        slot = WEIGHT_OPS.get(op.op_type)
+        if slot is None or op.inputs.get(slot) is None:
+            continue
+        var = op.inputs[slot]
+        source = producers.get(var.name)
+        if source is None or not (source.op_type == "const" or source.op_type.startswith("constexpr_")):
+            continue  # an activation, not a weight (matmul of two activations, say)
+        size = int(np.prod(var.shape))
+        if source.op_type in CONSTEXPR_OPS:
+            quantized.append(f"{op.op_type}:{op.name}")
+            quantized_elements += size
+        else:
+            floating.append(f"{op.op_type}:{op.name}")
+            float_elements += size
+    counts = {t: sum(op.op_type == t for op in ops) for t in (*CONSTEXPR_OPS, "quantize", "dequantize")}
+    return {
+        "quantized_weights": len(quantized),
+        "float_weights": len(floating),
+        "quantized_weight_elements": quantized_elements,
+        "float_weight_elements": float_elements,
+        "quantized_ops": quantized,
+        "float_ops": floating,
+        "constexpr_ops": {k: v for k, v in counts.items() if k in CONSTEXPR_OPS and v},
+        "activation_quantize_ops": counts["quantize"],
+        "activation_dequantize_ops": counts["dequantize"],
+    }

@@ -1,0 +1,176 @@
+"""ExecuTorch quantization helpers: choose a scheme, run PT2E static or dynamic int8, describe the result.
+
+Imported only by `edgekit.backends.executorch` inside its methods, so torch, torchao and executorch
+load here and never on `import edgekit`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.backends._executorch_lower import export_program
+from edgekit.errors import ConfigError, ExportError
+from edgekit.recipe import CalibrationMethod, QuantizeConfig, Scheme
+
+if TYPE_CHECKING:
+    import torch
+
+# Ops that carry weights (or do the heavy arithmetic) and are worth quantizing.
+_COMPUTE = ("conv", "linear", "addmm", "matmul", "bmm", "mm", "embedding", "scaled_dot_product_attention")
+_CONV = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose")
+_ATTENTION = ("scaled_dot_product_attention", "softmax")
+_DYNAMIC_TORCHAO = "torchao.quantize_(Int8DynamicActivationIntxWeightConfig, per-channel int8 weights)"
+_DYNAMIC_PT2E = "pt2e XNNPACKQuantizer(is_dynamic=True)"
+
+
+def op_name(target: Any) -> str:
+    """Return 'aten.conv2d.default'-style text for an FX node target."""
+    return str(getattr(target, "__name__", target)) if not hasattr(target, "_schema") else str(target)
+
+
+def op_census(graph_module: torch.fx.GraphModule) -> Counter[str]:
+    """Count the call_function ops of a graph by name."""
+    return Counter(op_name(n.target) for n in graph_module.graph.nodes if n.op == "call_function")
+
+
+def choose_scheme(census: Counter[str], example: np.ndarray) -> tuple[Scheme, str]:
+    """Pick int8-static or int8-dynamic for `auto`, and say why."""
+
+    def count(words: tuple[str, ...]) -> int:
+        return sum(c for op, c in census.items() if any(f".{w}" in op or op.startswith(w) for w in words))
+
+    convs, linears = count(_CONV), count(("linear", "addmm"))
+    if np.issubdtype(example.dtype, np.integer):
+        return Scheme.INT8_DYNAMIC, f"the input is integer ({example.dtype}) token ids: a sequence model"
+    if count(("embedding",)):
+        return Scheme.INT8_DYNAMIC, "the model has an embedding table"
+    if count(_ATTENTION) and count(("matmul", "bmm", "scaled_dot_product_attention")):
+        return Scheme.INT8_DYNAMIC, "the model has attention (softmax over matmul)"
+    if convs and convs >= linears:
+        return Scheme.INT8_STATIC, f"convolutional model ({convs} conv vs {linears} linear layers)"
+    if linears:
+        return Scheme.INT8_DYNAMIC, f"Linear-heavy model ({linears} linear vs {convs} conv layers)"
+    return Scheme.INT8_STATIC, "no conv or linear layers found; static int8 is the default"
+
+
+def static_int8(model: torch.nn.Module, example: np.ndarray, calibration: np.ndarray, config: QuantizeConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """Quantize with PT2E and XNNPACKQuantizer, calibrating one sample at a time.
+
+    Returns the quantized model, its graph (to describe), and how it was quantized.
+    """
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    _check_calibration_method(config)
+    if len(calibration) == 0:
+        raise ExportError("int8-static needs calibration samples and there are none", hint="give --data, or use scheme int8-dynamic")
+    graph = export_program(copy.deepcopy(model), example).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+    try:
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for sample in calibration:
+                prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+        converted = convert_pt2e(prepared)
+    except Exception as exc:  # torchao raises many types; the user needs the op, not the stack
+        raise ExportError(
+            f"PT2E static int8 quantization failed: {type(exc).__name__}: {_first_line(exc)}",
+            hint="try --set quantize.scheme=int8-dynamic (suits Linear/attention models) or fp32",
+        ) from exc
+    return converted, converted, {"path": "pt2e XNNPACKQuantizer (symmetric, static)", "calibration_samples": int(len(calibration)), "per_channel": config.per_channel}
+
+
+def dynamic_int8(model: torch.nn.Module, example: np.ndarray, config: QuantizeConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """Quantize Linear weights to int8 with activations quantized at run time.
+
+    torchao's `quantize_` runs first: PT2E dynamic quantization breaks on some BERT-style encoders
+    (an aten.index receives non-integer indices once observers are inserted), while `quantize_`
+    lowers to XNNPACK on them. It needs nn.Linear modules, so a graph loaded from .pt2 (which has
+    none) and per-tensor weights (which it does not offer) take the PT2E path.
+    """
+    import torch
+
+    errors: list[str] = []
+    if config.per_channel and _has_linear_modules(model):
+        from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+        from torchao.quantization.granularity import PerAxis
+
+        candidate = copy.deepcopy(model)
+        try:
+            quantize_(candidate, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)))
+            program = export_program(candidate, example)  # proves it exports before we commit to this path
+            return candidate, program.graph_module, {"path": _DYNAMIC_TORCHAO, "per_channel": True}
+        except ExportError:
+            raise
+        except Exception as exc:
+            errors.append(f"torchao quantize_: {type(exc).__name__}: {_first_line(exc)}")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = export_program(copy.deepcopy(model), example).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True))
+    try:
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            prepared(torch.from_numpy(np.ascontiguousarray(example)))
+        converted = convert_pt2e(prepared)
+    except Exception as exc:
+        errors.append(f"pt2e dynamic: {type(exc).__name__}: {_first_line(exc)}")
+        raise ExportError("int8-dynamic quantization failed: " + "; ".join(errors), hint="try --set quantize.scheme=fp32") from exc
+    return converted, converted, {"path": _DYNAMIC_PT2E, "per_channel": config.per_channel, **({"fallback_reason": errors[0]} if errors else {})}
+
+
+def quantize_facts(census: Counter[str], graph_module: torch.fx.GraphModule) -> dict[str, Any]:
+    """Describe what was quantized: q/dq node counts, quantized compute ops, compute ops left float."""
+    quantized: Counter[str] = Counter()
+    left_float: Counter[str] = Counter()
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = op_name(node.target)
+        if "quantize" in name or "choose_qparams" in name or not _is_compute(name):
+            continue
+        fed_by_dequant = any("dequantize" in op_name(a.target) for a in node.all_input_nodes)
+        (quantized if fed_by_dequant else left_float)[_short(name)] += 1
+    return {
+        "quantize_nodes": sum(c for op, c in census.items() if "quantize" in op and "dequantize" not in op),
+        "dequantize_nodes": sum(c for op, c in census.items() if "dequantize" in op),
+        "quantized_ops": dict(sorted(quantized.items())),
+        "float_ops": dict(sorted(left_float.items())),
+        "quantized_count": sum(quantized.values()),
+        "float_count": sum(left_float.values()),
+    }
+
+
+def _is_compute(name: str) -> bool:
+    return any(f".{word}" in name or f"_{word}" in name for word in _COMPUTE)
+
+
+def _short(name: str) -> str:
+    """'aten.conv2d.default' -> 'aten.conv2d'."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 else name
+
+
+def _has_linear_modules(model: torch.nn.Module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Linear) for m in model.modules())
+
+
+def _check_calibration_method(config: QuantizeConfig) -> None:
+    if config.calibration_method is not CalibrationMethod.MINMAX:
+        raise ConfigError(
+            f"quantize.calibration_method '{config.calibration_method.value}' is not offered by ExecuTorch's XNNPACKQuantizer",
+            hint="use quantize.calibration_method = \"minmax\" for target android",
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""

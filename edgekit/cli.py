@@ -1,0 +1,193 @@
+"""The `edgekit` command: parse, call edgekit.api, map errors to documented exit statuses."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit import api
+from edgekit.errors import EdgekitError, ExitStatus
+from edgekit.pipeline import Reporter
+
+EXIT_STATUSES = "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_', ' ')}" for s in ExitStatus)
+
+
+class ConsoleReporter(Reporter):
+    """Prints one line per stage (with its time) and warnings to stderr."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        if not self.quiet:
+            click.echo(f"  {name} ...", err=True)
+        yield
+        if not self.quiet:
+            click.echo(f"  {name} done in {time.perf_counter() - started:.1f} s", err=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"    {message}", err=True)
+
+    def warn(self, message: str) -> None:
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def _parse_shape(_ctx: Any, _param: Any, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a shape like 1,3,224,224") from None
+
+
+def _run(traceback: bool, action: Callable[[], Any]) -> Any:
+    """Run `action`; turn edgekit errors into one line on stderr and a documented exit status."""
+    try:
+        return action()
+    except EdgekitError as exc:
+        if traceback:
+            raise
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.status)
+    except KeyboardInterrupt:
+        click.echo("interrupted; no artifact written", err=True)
+        sys.exit(ExitStatus.INTERRUPTED)
+    except Exception as exc:  # a bug: one line unless asked for the chain
+        if traceback:
+            raise
+        click.secho(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", fg="red", err=True)
+        click.echo("this is a bug in edgekit; re-run with --traceback and report it", err=True)
+        sys.exit(ExitStatus.INTERNAL)
+
+
+@click.group(epilog=f"Exit statuses:\n{EXIT_STATUSES}", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgekit-deploy", prog_name="edgekit")
+def main() -> None:
+    """Prune, quantize, export and verify PyTorch models for phones, Macs and boards."""
+
+
+@main.command(epilog=f"Exit statuses:\n{EXIT_STATUSES}")
+@click.argument("model")
+@click.option("--target", "-t", required=True, help="android, ios, macos, rpi, rpi4, or a target .toml file")
+@click.option("--recipe", "-r", help="bundled recipe name or a recipe .toml (default: the target's)")
+@click.option("--data", "-d", type=click.Path(path_type=Path), help=".npz with inputs[, labels] or a folder of <label>/<image> files")
+@click.option("--weights", type=click.Path(path_type=Path), help="state dict for a MODULE:FACTORY model (loaded with weights_only=True)")
+@click.option("--input-shape", callback=_parse_shape, help="model input shape, e.g. 1,3,224,224 (not needed for .pt2)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe value, e.g. prune.ratio=0.3")
+@click.option("--out", "out_dir", default="dist", show_default=True, type=click.Path(path_type=Path))
+@click.option("--name", help="artifact name (default: the model file's name)")
+@click.option("--allow-pickle", is_flag=True, help="allow loading a pickled module: this executes code stored in the file")
+@click.option("--allow-accuracy-failure", is_flag=True, help="keep an artifact that misses its accuracy gate, marked failed (exit status stays 7)")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary on stdout")
+@click.option("--traceback", is_flag=True, help="show the full error chain")
+def build(model: str, as_json: bool, traceback: bool, **options: Any) -> None:
+    """Build a verified artifact of MODEL for one target.
+
+    MODEL is a .pt2 (torch.export.save), a TorchScript file, MODULE:FACTORY or file.py:factory, or a
+    pickled module with --allow-pickle.
+    """
+    reporter = ConsoleReporter(quiet=as_json)
+    if not as_json:
+        click.echo(f"edgekit: building {model} for {options['target']}", err=True)
+    try:
+        # Converters print progress on stdout; keep stdout for the summary (and clean --json).
+        with redirect_stdout(sys.stderr):
+            result = _run(traceback, lambda: api.build(model, reporter=reporter, **options))
+    except SystemExit as stop:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "exit_status": stop.code}))
+        raise
+    for warning in result.manifest["warnings"]:
+        reporter.warn(warning)
+    summary = summarize(result.manifest, result.path)
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--traceback", is_flag=True)
+def inspect(artifact: Path, as_json: bool, traceback: bool) -> None:
+    """Show what an artifact is, how it was made and how accurate it measured."""
+    found = _run(traceback, lambda: api.inspect(artifact))
+    summary = {**summarize(found["manifest"], artifact), "file_problems": found["file_problems"]}
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+    if found["file_problems"]:
+        click.secho("files differ from the manifest: " + "; ".join(found["file_problems"]), fg="red", err=True)
+        sys.exit(ExitStatus.BAD_INPUT)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--traceback", is_flag=True)
+def verify(artifact: Path, as_json: bool, traceback: bool) -> None:
+    """Re-run an artifact's golden self-test in its runtime (a proxy where the runtime is absent)."""
+    found = _run(traceback, lambda: api.verify(artifact))
+    click.echo(json.dumps(found, indent=2) if as_json else f"{artifact}: {found['status']} (max abs error {found['max_abs_error']:.3g}, tolerance {found['atol']:.3g}, {found['samples']} samples)")
+    if not found["within_tolerance"]:
+        sys.exit(ExitStatus.ACCURACY_FAILED)
+
+
+@main.command()
+def targets() -> None:
+    """List the bundled targets."""
+    for spec in _run(False, api.list_targets):
+        click.echo(f"{spec.name:<8} {spec.backend:<12} default recipe {spec.default_recipe:<18} {spec.description}")
+
+
+@main.command()
+def recipes() -> None:
+    """List the bundled recipes."""
+    for name, description in _run(False, api.list_recipes).items():
+        click.echo(f"{name:<22} {description}")
+
+
+def summarize(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Return the few figures a person or a pipeline looks at first."""
+    accuracy = manifest["accuracy"]
+    latency = manifest.get("latency", {})
+    return {
+        "ok": accuracy.get("gate", {}).get("passed") is not False,
+        "artifact": str(path / manifest["artifact"]["file"]),
+        "target": manifest["target"]["name"],
+        "scheme": manifest["quantize"].get("scheme"),
+        "accuracy_status": accuracy["status"],
+        "gate": accuracy.get("gate"),
+        "metrics": accuracy.get("metrics", {}),
+        "size_bytes": manifest["size"]["artifact_bytes"],
+        "size_over_float": manifest["size"].get("artifact_over_float"),
+        "latency_ms": latency.get("artifact", {}).get("median_ms"),
+        "float_latency_ms": latency.get("float", {}).get("median_ms"),
+        "latency_over_float": latency.get("artifact_over_float"),
+        "warnings": manifest.get("warnings", []),
+    }
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    m = s["metrics"]
+    lines = [f"artifact   {s['artifact']}  ({s['target']}, {s['scheme']})", f"accuracy   {s['accuracy_status']}"]
+    if "float_top1" in m:
+        lines.append(f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop {m['top1_drop']:.2f} points)")
+    if m:
+        lines.append(f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement {m['top1_agreement']:.1f}%")
+    if s["gate"]:
+        lines.append(f"  gate     {s['gate']['rule']}: {'n/a (no real data)' if s['gate']['passed'] is None else 'passed' if s['gate']['passed'] else 'FAILED'}")
+    ratio = f" ({s['size_over_float']:.2f}x float)" if s["size_over_float"] else ""
+    lines.append(f"size       {s['size_bytes'] / 1e6:.3f} MB{ratio}")
+    if s["latency_ms"] is not None:
+        lines.append(f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Load the user's model safely, and run a torch model over numpy batches.
+
+Formats: a `.pt2` file (torch.export.save), a TorchScript archive (torch.jit.save), a
+`package.module:factory` or `path/to/file.py:factory` spec (optionally with `--weights` holding a
+state dict, loaded with weights_only=True), and a pickled whole module only with an explicit opt-in,
+because unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError
+
+MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".jit")
+_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedModel:
+    module: Any  # torch.nn.Module in eval mode
+    example_input: np.ndarray
+    facts: dict[str, Any] = field(default_factory=dict)  # format, path, sha256
+
+
+def load_model(
+    spec: str,
+    *,
+    weights: Path | None = None,
+    allow_pickle: bool = False,
+    input_shape: tuple[int, ...] = (),
+    input_dtype: str = "float32",
+) -> LoadedModel:
+    """Load `spec` and find an example input; raise InputError with a fix for anything unusable."""
+    import torch
+
+    path = Path(spec)
+    if path.suffix in MODEL_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise InputError(f"model file '{spec}' does not exist")
+        if weights is not None:
+            raise InputError("--weights goes with a MODULE:FACTORY model spec, not a model file")
+        if path.suffix not in MODEL_SUFFIXES:
+            raise InputError(f"'{path.name}' is not a model file edgekit reads", hint=f"give one of {', '.join(MODEL_SUFFIXES)} or MODULE:FACTORY")
+        facts = {"path": str(path), "sha256": _sha256(path)}
+        if path.suffix == ".pt2":
+            module, example = _load_exported(path)
+            return LoadedModel(module=module, example_input=example, facts={**facts, "format": "torch.export"})
+        module, fmt = _load_torch_file(path, allow_pickle)
+    elif ":" in spec:
+        module, fmt = _load_factory(spec, weights), "factory"
+        facts = {"spec": spec, "weights": str(weights) if weights else None, "sha256": _sha256(weights) if weights else None}
+    else:
+        raise InputError(f"model '{spec}' is neither a file nor a MODULE:FACTORY spec", hint="e.g. model.pt2, or my_package.models:build")
+    module = eval_mode(module)
+    example = _example_input(module, input_shape, input_dtype)
+    return LoadedModel(module=module, example_input=example, facts={**facts, "format": fmt})
+
+
+def eval_mode(module: Any) -> Any:
+    """Put a module in eval mode; an exported GraphModule is already traced in the mode it was saved."""
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export GraphModules refuse .eval()
+        pass
+    return module
+
+
+def run_torch(module: Any, inputs: np.ndarray, batch: int = 1) -> np.ndarray:
+    """Run `module` over `inputs` in batches of `batch` and return the first output as float32."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch):
+            out = module(torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch])))
+            out = out[0] if isinstance(out, tuple | list) else out
+            outputs.append(out.detach().float().numpy())
+    return np.concatenate(outputs)
+
+
+def _load_exported(path: Path) -> tuple[Any, np.ndarray]:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise InputError(f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+    args = program.example_inputs[0] if program.example_inputs else ()
+    if len(args) != 1 or not isinstance(args[0], torch.Tensor):
+        raise InputError(f"'{path.name}' takes {len(args)} inputs; edgekit supports models with one tensor input")
+    return program.module(), args[0].detach().numpy()
+
+
+def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
+    import pickle
+
+    import torch
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"'{path.name}' is not a PyTorch archive (corrupt or wrong file type)", hint="save with torch.export.save, torch.jit.save or torch.save")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), "torchscript"
+        except Exception as exc:
+            raise InputError(f"'{path.name}' is a damaged TorchScript archive ({type(exc).__name__})") from None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        content = None  # not plain tensors: a pickled module, handled below
+    except Exception as exc:
+        raise InputError(f"'{path.name}' cannot be read ({type(exc).__name__}: {exc})") from None
+    if isinstance(content, dict):
+        raise InputError(f"'{path.name}' holds a state dict, not a model", hint=f"pass the model's factory: edgekit build MODULE:FACTORY --weights {path.name}")
+    if not allow_pickle:
+        raise InputError(
+            f"'{path.name}' is a pickled module; loading it would execute code stored in the file",
+            hint="if you trust it, pass --allow-pickle; better, save a safe format: torch.export.save(torch.export.export(model, args), 'model.pt2')",
+        )
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"'{path.name}' failed to unpickle ({type(exc).__name__}: {exc})", hint="the classes it needs must be importable") from None
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"'{path.name}' holds a {type(module).__name__}, not an nn.Module")
+    return module, "pickle"
+
+
+def _load_factory(spec: str, weights: Path | None) -> Any:
+    import torch
+
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.is_file():
+                raise InputError(f"model source '{target}' does not exist")
+            module_spec = importlib.util.spec_from_file_location(f"_edgekit_user_{file.stem}", file)
+            module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(target)
+    except ImportError as exc:
+        raise InputError(f"cannot import '{target}' ({exc})", hint="check the spelling and that it is on PYTHONPATH") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"'{target}' has no callable '{attr}'")
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"'{spec}' returned a {type(model).__name__}, not an nn.Module")
+    if weights is not None:
+        _load_weights(model, weights)
+    return model
+
+
+def _load_weights(model: Any, weights: Path) -> None:
+    import torch
+
+    if not weights.is_file():
+        raise InputError(f"weights file '{weights}' does not exist")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"'{weights.name}' is not a state dict loadable with weights_only=True ({type(exc).__name__})", hint="save it with torch.save(model.state_dict(), path)") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"'{weights.name}' does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
+
+
+def _example_input(module: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    if shape:
+        if dtype not in _DTYPES:
+            raise InputError(f"input dtype '{dtype}' is not supported", hint=f"one of {', '.join(_DTYPES)}")
+        if np.issubdtype(_DTYPES[dtype], np.integer):
+            return np.zeros(shape, dtype=_DTYPES[dtype])
+        return np.random.default_rng(0).standard_normal(shape).astype(_DTYPES[dtype])
+    make = getattr(module, "example_input", None)
+    if callable(make):
+        return make().detach().numpy()
+    raise InputError("the model's input shape is unknown", hint="pass --input-shape 1,3,224,224 (or set input.shape in the recipe), or use a .pt2 file")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
