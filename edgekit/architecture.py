@@ -34,7 +34,7 @@ def composition(module: Any, example_input: np.ndarray) -> Composition:
         embedding |= isinstance(sub, torch.nn.Embedding)
         attention |= isinstance(sub, torch.nn.MultiheadAttention) or "Attention" in kind
     graph = getattr(module, "graph", None)
-    if graph is not None and hasattr(graph, "nodes"):  # torch.export GraphModule: read the ops
+    if isinstance(graph, torch.fx.Graph):  # a torch.export GraphModule: read its ops
         for node in graph.nodes:
             if node.op != "call_function":
                 continue

@@ -191,3 +191,7 @@ def render_summary(s: dict[str, Any]) -> str:
     if s["latency_ms"] is not None:
         lines.append(f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

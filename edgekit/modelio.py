@@ -88,12 +88,22 @@ def run_torch(module: Any, inputs: np.ndarray, batch: int = 1) -> np.ndarray:
 
 
 def _load_exported(path: Path) -> tuple[Any, np.ndarray]:
+    import logging
+
     import torch
 
+    hint = "save it with torch.export.save(torch.export.export(model, args), path)"
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"'{path.name}' is not a readable torch.export file (not a zip archive: corrupt or wrong type)", hint=hint)
+    torch_export_log = logging.getLogger("torch.export")
+    level = torch_export_log.level
+    torch_export_log.setLevel(logging.ERROR)  # it logs a whole traceback before its own fallback
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise InputError(f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+        raise InputError(f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint=hint) from None
+    finally:
+        torch_export_log.setLevel(level)
     args = program.example_inputs[0] if program.example_inputs else ()
     if len(args) != 1 or not isinstance(args[0], torch.Tensor):
         raise InputError(f"'{path.name}' takes {len(args)} inputs; edgekit supports models with one tensor input")

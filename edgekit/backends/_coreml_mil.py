@@ -4,7 +4,8 @@ There is no Core ML runtime off macOS (`coremltools.libcoremlpython` is absent),
 the program back from the saved `.mlpackage` and executes its MIL operations one by one. The
 stand-in therefore applies exactly the compression the artifact carries: int8 weights are the
 stored integers times the stored per-channel scales (`constexpr_affine_dequantize`,
-`constexpr_blockwise_shift_scale`), activations pass through the program's own `quantize` /
+`constexpr_blockwise_shift_scale`), sparse weights are scattered back through their bit masks
+(`constexpr_sparse_to_dense`, and `constexpr_sparse_blockwise_shift_scale` for sparse int8), activations pass through the program's own `quantize` /
 `dequantize` pairs, and fp16 tensors are rounded to half precision. It is a numerical proxy, not
 the Neural Engine: it does not reproduce fp16 accumulation or the device's kernels.
 
@@ -60,13 +61,45 @@ def blockwise_dequantize(data: np.ndarray, scale: np.ndarray, offset: np.ndarray
     return (x * expand(np.asarray(scale, np.float32))).astype(np.float32)
 
 
-def constexpr_value(op: Any) -> np.ndarray:
-    """Return the float weights a compressed-weight op decodes to, computed from its stored fields."""
-    v = {name: var.val for name, var in op.inputs.items()}
+def sparse_to_dense(nonzero: np.ndarray, mask: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:
+    """Scatter `nonzero` into the positions where `mask` is set, in row-major order.
+
+    iOS18 masks are uint1 tensors of the weight's shape; iOS16 masks are bytes of packed bits (least
+    significant bit first) with the shape given apart.
+    """
+    nonzero = np.asarray(nonzero)
+    if shape is not None:
+        size = int(np.prod(shape))
+        bits = np.unpackbits(np.asarray(mask, np.uint8), bitorder="little")[:size]
+        mask = bits.reshape([int(d) for d in shape])
+    dense = np.zeros(np.shape(mask), dtype=nonzero.dtype)
+    dense[np.asarray(mask) != 0] = nonzero
+    return dense
+
+
+def sparse_dequantize(mask: np.ndarray, nonzero: np.ndarray, scale: np.ndarray, offset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (mask, dequantized nonzero values): block-wise shift-scale applied in the dense layout."""
+    dense = blockwise_dequantize(sparse_to_dense(nonzero, mask), scale, offset)
+    return np.asarray(mask), dense[np.asarray(mask) != 0]
+
+
+def constexpr_value(op: Any, decoded: dict[str, Any] | None = None) -> Any:
+    """Return the float weights a compressed-weight op decodes to, computed from its stored fields.
+
+    `decoded` holds the outputs of constexpr ops decoded earlier, for ops that chain (joint sparse +
+    int8: constexpr_sparse_blockwise_shift_scale -> constexpr_sparse_to_dense). Ops with two outputs
+    return a tuple.
+    """
+    decoded = decoded or {}
+    v = {name: decoded[var.name] if var.name in decoded else var.val for name, var in op.inputs.items()}
     if op.op_type == "constexpr_affine_dequantize":
         return affine_dequantize(v["quantized_data"], v["scale"], v["zero_point"], int(v["axis"]))
     if op.op_type == "constexpr_blockwise_shift_scale":
         return blockwise_dequantize(v["data"], v["scale"], v.get("offset"))
+    if op.op_type == "constexpr_sparse_to_dense":
+        return sparse_to_dense(v["nonzero_data"], v["mask"], v.get("shape"))
+    if op.op_type == "constexpr_sparse_blockwise_shift_scale":
+        return sparse_dequantize(v["data_mask"], v["nonzero_data"], v["scale"], v.get("offset"))
     raise ExportError(f"the host stand-in cannot decode the compressed weight op '{op.op_type}'",
                       hint="check the artifact on macOS with examples/ios/check_artifact.py")
 
@@ -79,12 +112,16 @@ class MilRunner:
         self.input_names = list(self.function.inputs)
         self.output_names = [v.name for v in self.function.outputs]
         self.consts: dict[str, torch.Tensor] = {}
+        decoded: dict[str, Any] = {}  # raw outputs of constexpr ops, for the constexpr ops that read them
         for op in self.function.operations:
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
-                value = op.outputs[0].val if op.op_type == "const" else constexpr_value(op)
-                # A constexpr op decodes in its output dtype: rounding the exact fp32 product
-                # (int8 x fp16 scale fits in 24 bits) to fp16 equals an fp16 multiply.
-                self.consts[op.outputs[0].name] = _round(_tensor(value), op.outputs[0].dtype)
+                value = op.outputs[0].val if op.op_type == "const" else constexpr_value(op, decoded)
+                values = value if isinstance(value, tuple) else (value,)
+                for var, item in zip(op.outputs, values, strict=True):
+                    decoded[var.name] = item
+                    # A constexpr op decodes in its output dtype: rounding the exact fp32 product
+                    # (int8 x fp16 scale fits in 24 bits) to fp16 equals an fp16 multiply.
+                    self.consts[var.name] = _round(_tensor(item), var.dtype)
 
     def __call__(self, feeds: dict[str, np.ndarray], record: Recorder | None = None) -> dict[str, np.ndarray]:
         env: dict[str, Any] = dict(self.consts)

@@ -35,6 +35,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "weight_threshold": 2048,  # weights with fewer elements stay float (coremltools' own default)
 }
 REFERENCE_DIR = "reference"
+MIN_SPARSITY = 0.15  # a weight with fewer zeros stays dense: its bit mask would cost more than it saves
 INSTALL_HINT = "pip install 'edgekit-deploy[ios]'"
 
 
@@ -121,11 +122,15 @@ class CoreMLBackend:
         refs = state.reference_artifact.parent
         paths = {"fp32": refs / "model-fp32.mlpackage", "fp16": refs / "model-fp16.mlpackage"}
         facts: dict[str, Any] = {"scheme": scheme, "requested_scheme": ctx.recipe.quantize.scheme.value, "tool": "coremltools.optimize.coreml"}
+        base = ct.models.MLModel(str(paths["fp16"] if scheme != "fp32" else paths["fp32"]), skip_model_load=True)
+        base, sparse_facts = _sparsify(base, ctx)
+        facts.update(sparse_facts)
         if scheme in ("fp16", "fp32"):
+            if sparse_facts:
+                cc.set_contract(base, _contract(state, scheme))
+                _save(base, state.artifact)
             facts.update(cc.compression_facts(mil.load_program(state.artifact)))
             return _with_sizes(state.with_facts("quantize", facts), paths)
-        base = ct.models.MLModel(str(paths["fp16"]), skip_model_load=True)
-        base = _sparsify(base, ctx)
         if scheme == "w8a8":
             samples = _samples(state.data.calibration if state.data is not None else state.example_input)
             ctx.reporter.info(f"calibrating int8 activations on {len(samples)} samples")
@@ -135,7 +140,8 @@ class CoreMLBackend:
                           "calibration": "min/max over the calibration split, measured on the fp16 program"})
         threshold = int(options["weight_threshold"])
         granularity = "per_channel" if ctx.recipe.quantize.per_channel else "per_tensor"
-        compressed = cto.linear_quantize_weights(base, cc.weight_config(threshold, granularity))
+        # Sparse weights are quantized jointly: int8 non-zero values behind the bit mask (iOS 18 ops).
+        compressed = cto.linear_quantize_weights(base, cc.weight_config(threshold, granularity), joint_compression=bool(sparse_facts))
         cc.set_contract(compressed, _contract(state, "fp16"))
         _save(compressed, state.artifact)
         facts.update({"weights": f"int8 {granularity.replace('_', '-')}, linear_symmetric", "weight_threshold": threshold})
@@ -201,18 +207,49 @@ def _check_scheme(scheme: str, options: dict[str, Any]) -> None:
         )
 
 
-def _sparsify(mlmodel: Any, ctx: BuildContext) -> Any:
-    """Apply unstructured / n:m sparsity (`coremltools.optimize.coreml.prune_weights`): not yet built.
+def check_sparsity(ctx: BuildContext) -> None:
+    """Raise ConfigError when unstructured / n:m sparsity cannot make this target's package smaller."""
+    options = _options(ctx)
+    scheme = _scheme(ctx)
+    target = options["minimum_deployment_target"]
+    version = TARGETS.get(target, 0)
+    if version < 16:
+        raise ConfigError(f"sparse weights need iOS 16 / macOS 13 or newer, but minimum_deployment_target is {target}",
+                          hint="use a target with a newer minimum_deployment_target, or prune.method = \"structured\"")
+    if scheme in ("w8", "w8a8") and version < 18:
+        raise ConfigError(
+            f"sparse int8 weights (prune.method = \"{ctx.recipe.prune.method.value}\" with scheme {scheme}) need iOS 18 / "
+            f"macOS 15, but minimum_deployment_target is {target}; before iOS 18 Core ML stores sparse weights as fp16, "
+            "which is larger than dense int8 below ~56% sparsity",
+            hint="use a target whose options set minimum_deployment_target = \"iOS18\" (copy targets/ios.toml), "
+                 "or --set quantize.scheme=fp16 for sparse fp16 weights",
+        )
 
-    The pruning issue plugs in here: prune_weights with OpMagnitudePrunerConfig, then
-    linear_quantize_weights(..., joint_compression=True), and a `constexpr_sparse_*` kernel in
-    _coreml_mil.py. Until then a recipe that asks for it is refused rather than silently ignored.
+
+def _sparsify(mlmodel: Any, ctx: BuildContext) -> tuple[Any, dict[str, Any]]:
+    """Store the zero weights the prune stage made (unstructured / n:m) in Core ML's sparse format.
+
+    The prune stage zeroes weights by magnitude in the PyTorch model (and recovers accuracy with the
+    zeros held), so the converted program already carries them. `OpThresholdPrunerConfig` then stores
+    exactly those zeros sparse (bit mask + non-zero values). Re-selecting by magnitude here
+    (`OpMagnitudePrunerConfig`) would pick the same zeros but also sparsify the layers the recipe
+    keeps dense (the classifier head, prune.keep_layers), which the MIL op names do not identify.
+    Returns the model and whether it is sparse, so int8 quantization can compress jointly.
     """
+    import coremltools.optimize.coreml as cto
+
     prune = ctx.recipe.prune
-    if prune.ratio > 0 and prune.method.value in ("unstructured", "n:m"):
-        raise ConfigError(f"prune.method = '{prune.method.value}' is not supported by the Core ML backend yet",
-                          hint="use prune.method = \"structured\"")
-    return mlmodel
+    if prune.ratio <= 0 or prune.method.value == "structured":
+        return mlmodel, {}
+    check_sparsity(ctx)
+    threshold = int(_options(ctx)["weight_threshold"])
+    config = cto.OptimizationConfig(global_config=cto.OpThresholdPrunerConfig(
+        threshold=1e-12, minimum_sparsity_percentile=MIN_SPARSITY, weight_threshold=threshold))
+    ctx.reporter.info("storing the pruned weights sparse (coremltools prune_weights)")
+    sparse = cto.prune_weights(mlmodel, config)
+    return sparse, {"sparse_weights": {"method": prune.method.value, "storage": "bit mask + non-zero values",
+                                       "tool": "coremltools.optimize.coreml.prune_weights (OpThresholdPrunerConfig)",
+                                       "minimum_sparsity": MIN_SPARSITY, "weight_threshold": threshold}}
 
 
 def _contract(state: BuildState, precision: str) -> dict[str, Any]:

@@ -81,17 +81,21 @@ class OnnxRuntimeBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         opset = ctx.target.options.get("opset", 18)
         example = (torch.from_numpy(state.example_input),)
+        # torch.export cannot trace a TorchScript module; the TorchScript exporter still can.
+        dynamo = not isinstance(state.model, torch.jit.ScriptModule)
         try:
             with warnings.catch_warnings():
                 # An exported GraphModule reports training=True although it was traced in eval mode.
                 warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+                warnings.filterwarnings("ignore", message="no signature found for")
                 torch.onnx.export(
-                    state.model, example, str(path), dynamo=True, opset_version=opset, verbose=False,
+                    state.model, example, str(path), dynamo=dynamo, opset_version=opset, verbose=False,
                     input_names=[INPUT], output_names=[OUTPUT], external_data=False, optimize=True,
                 )  # fmt: skip
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}", hint="run with --traceback; an unsupported op is named above") from exc
-        return state.evolve(reference_artifact=path).with_facts("export", {"exporter": "torch.onnx.export(dynamo=True)", "opset": opset, "float_bytes": path.stat().st_size})
+        exporter = f"torch.onnx.export(dynamo={dynamo})"
+        return state.evolve(reference_artifact=path).with_facts("export", {"exporter": exporter, "opset": opset, "float_bytes": path.stat().st_size})
 
     def quantize(self, state: BuildState, ctx: BuildContext) -> BuildState:
         """Quantize the float ONNX file per the recipe into ctx.workdir/model.onnx."""

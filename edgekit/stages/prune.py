@@ -1,9 +1,29 @@
-"""Prune the model (placeholder until the pruning stage lands): runs only when prune.ratio > 0."""
+"""Prune a copy of the model, then recover accuracy: runs only when prune.ratio > 0.
+
+- structured (every backend): whole channels go, with torch-pruning's DepGraph; the exported graph
+  has fewer channels, parameters and MACs.
+- unstructured / n:m (Core ML only): single weights are zeroed by magnitude in the PyTorch model,
+  and the Core ML backend stores them sparse. Other runtimes store zeros densely, so the artifact
+  would be no smaller; that request is refused.
+
+The float model and the float baseline stay those of the unpruned model: every later metric is
+measured against the model the user gave.
+"""
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
+import numpy as np
+
 from edgekit.errors import ConfigError
 from edgekit.pipeline import BuildContext, BuildState
+from edgekit.recipe import PruneMethod, RecoveryMode
+
+# Runtimes whose artifacts store zero weights sparse, so unstructured sparsity makes them smaller.
+SPARSE_BACKENDS = ("coreml",)
+DEFAULT_WEIGHT_THRESHOLD = 2048  # Core ML's own: smaller weights stay dense
 
 
 class PruneStage:
@@ -14,4 +34,164 @@ class PruneStage:
         return ctx.recipe.prune.ratio > 0
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        raise ConfigError("pruning is not available in this version", hint="set prune.ratio = 0")
+        import torch
+
+        from edgekit.pruning import counting, sparse, structured
+        from edgekit.pruning.recovery import recover
+
+        if state.model is None or state.example_input is None or state.data is None:
+            from edgekit.errors import InternalError
+
+            raise InternalError("the prune stage needs the model, example input and data from the load stage")
+        config = ctx.recipe.prune
+        check_request(ctx, has_labels=state.data.calibration_labels is not None)
+        structured.check_prunable(state.model)
+
+        example = torch.from_numpy(np.ascontiguousarray(state.example_input))
+        model = copy.deepcopy(state.model).eval()  # the user's model is never touched
+        kept = structured.kept_layers(model, example, config.keep_layers)
+        params_before, macs_before = counting.params_and_macs(model, example)
+        channels_before = counting.channels(model)
+        reference_shape = _output_shape(model, example)
+
+        method = config.method
+        masks = None
+        if method is PruneMethod.STRUCTURED:
+            ctx.reporter.info(f"removing {config.ratio:.0%} of the channels ({config.importance.value} importance, "
+                              f"{'global' if config.global_pruning else 'per layer'}; kept: {', '.join(kept)})")
+            taylor = structured.taylor_loss_fn(*_taylor_batch(state), teacher=state.float_model)
+            structured.prune_channels(model, example, config, kept, taylor_loss=taylor)
+        else:
+            threshold = int(ctx.target.options.get("weight_threshold", DEFAULT_WEIGHT_THRESHOLD))
+            layers = sparse.eligible_layers(model, kept, threshold)
+            if method is PruneMethod.N_M:
+                ctx.reporter.info(f"zeroing {config.n} of every {config.m} weights in {len(layers)} layers")
+                masks = sparse.n_of_m_masks(model, layers, config.n, config.m)
+            else:
+                ctx.reporter.info(f"zeroing {config.ratio:.0%} of the weights by magnitude in {len(layers)} layers")
+                masks = sparse.magnitude_masks(model, layers, config.ratio, config.global_pruning)
+            sparse.apply_masks(model, masks)
+            if not layers:
+                state = state.with_warning(f"pruning: no layer has more than {threshold} weights (options.weight_threshold); nothing was sparsified")
+
+        shape = _output_shape(model, example)
+        if shape != reference_shape:
+            from edgekit.errors import InternalError
+
+            raise InternalError(f"pruning changed the output shape from {reference_shape} to {shape}")
+        params_after, macs_after = counting.params_and_macs(model, example)
+        facts: dict[str, Any] = {
+            "method": method.value,
+            "ratio": config.ratio,
+            "importance": config.importance.value if method is PruneMethod.STRUCTURED else "magnitude",
+            "global": config.global_pruning,
+            "kept_layers": kept,
+            "parameters": {"before": params_before, "after": params_after, "ratio": round(params_after / params_before, 4)},
+            "macs": {"before": macs_before, "after": macs_after, "ratio": round(macs_after / macs_before, 4) if macs_before else None},
+        }
+        if method is PruneMethod.STRUCTURED:
+            facts["channels_changed"] = counting.channel_changes(channels_before, counting.channels(model))
+            facts["sparsity"] = {"parameters_removed": round(1 - params_after / params_before, 4)}
+        else:
+            if method is PruneMethod.N_M:
+                facts.update({"n": config.n, "m": config.m})
+            facts["sparsity"] = counting.weight_sparsity(model, list(masks or {}))
+            facts["stored_sparse_by"] = ctx.backend.name
+
+        accuracy = _Accuracy(state)
+        facts["float_top1"] = accuracy.of(state.float_model)
+        facts["top1_before_recovery"] = accuracy.of(model)
+        recovery = config.recovery
+        if recovery.mode is not RecoveryMode.NONE:
+            ctx.reporter.info(f"recovering: {recovery.mode.value}, up to {recovery.steps} steps / {recovery.time_budget_s:g} s")
+        facts["recovery"] = recover(
+            model, state.float_model, state.data.calibration, state.data.calibration_labels, recovery,
+            seed=ctx.recipe.data.seed, masks=masks, progress=ctx.reporter.info,
+        )
+        facts["recovery"]["data"] = _data_used(state, recovery.mode)
+        facts["top1_after_recovery"] = accuracy.of(model) if recovery.mode is not RecoveryMode.NONE else facts["top1_before_recovery"]
+        if masks:
+            facts["sparsity"] = counting.weight_sparsity(model, list(masks))
+        ctx.reporter.info(_summary(facts))
+        if state.data.is_synthetic and recovery.mode is not RecoveryMode.NONE:
+            state = state.with_warning("pruning recovery distilled on synthetic inputs: the pruned model's accuracy is unchecked")
+        return state.evolve(model=model).with_facts("prune", facts)
+
+
+def check_request(ctx: BuildContext, *, has_labels: bool) -> None:
+    """Raise ConfigError for a pruning request this target or this data cannot honour."""
+    config = ctx.recipe.prune
+    if not 0 < config.ratio < 1:
+        raise ConfigError(f"prune.ratio must be between 0 and 1 (exclusive), got {config.ratio}", hint="e.g. prune.ratio = 0.3")
+    backend = ctx.backend.name
+    if config.method is not PruneMethod.STRUCTURED and backend not in SPARSE_BACKENDS:
+        raise ConfigError(
+            f"prune.method = \"{config.method.value}\" would not shrink the {backend} artifact: {backend} stores "
+            "zeroed weights densely, so the file keeps its size and speed",
+            hint="use prune.method = \"structured\" (whole channels removed)",
+        )
+    if config.method is PruneMethod.N_M and not 0 < config.n < config.m:
+        raise ConfigError(f"prune.n must be between 1 and prune.m - 1, got n = {config.n}, m = {config.m}", hint="e.g. n = 2, m = 4")
+    if config.method is not PruneMethod.STRUCTURED and backend == "coreml":
+        from edgekit.backends.coreml import check_sparsity
+
+        check_sparsity(ctx)
+    if config.recovery.mode is RecoveryMode.FINETUNE and not has_labels:
+        raise ConfigError("prune.recovery.mode = \"finetune\" needs labelled data (an .npz with 'labels', or an image folder)",
+                          hint="use prune.recovery.mode = \"distill\", which learns the float model's outputs")
+    if config.recovery.steps < 0 or config.recovery.time_budget_s < 0 or config.recovery.batch_size < 1:
+        raise ConfigError("prune.recovery.steps and time_budget_s must be >= 0 and batch_size >= 1")
+
+
+class _Accuracy:
+    """Top-1 of a torch model on the evaluation split, when the data has labels."""
+
+    def __init__(self, state: BuildState) -> None:
+        self.data = state.data
+
+    def of(self, model: Any) -> float | None:
+        from edgekit import metrics
+        from edgekit.modelio import run_torch
+
+        data = self.data
+        if data is None or data.evaluation_labels is None or data.is_synthetic:
+            return None
+        return round(metrics.top1_accuracy(run_torch(model, data.evaluation, batch=64), data.evaluation_labels), 3)
+
+
+def _taylor_batch(state: BuildState) -> tuple[Any, Any]:
+    import torch
+
+    data = state.data
+    assert data is not None  # noqa: S101 - checked by the caller
+    inputs = torch.from_numpy(np.ascontiguousarray(data.calibration[:64]))
+    labels = None if data.calibration_labels is None else torch.from_numpy(data.calibration_labels[:64])
+    return inputs, labels
+
+
+def _data_used(state: BuildState, mode: RecoveryMode) -> str:
+    data = state.data
+    assert data is not None  # noqa: S101 - checked by the caller
+    if mode is RecoveryMode.NONE:
+        return "none"
+    what = "labels" if mode is RecoveryMode.FINETUNE else "float-model outputs (no labels used)"
+    kind = "SYNTHETIC calibration inputs" if data.is_synthetic else f"{data.kind} calibration split"
+    return f"{len(data.calibration)} {kind}, {what}"
+
+
+def _summary(facts: dict[str, Any]) -> str:
+    p, m, r = facts["parameters"], facts["macs"], facts["recovery"]
+    line = f"pruned: parameters {p['before']:,} -> {p['after']:,}, MACs {m['before']:,} -> {m['after']:,}"
+    if facts.get("top1_before_recovery") is not None:
+        line += f"; top-1 {facts['float_top1']:.2f} float, {facts['top1_before_recovery']:.2f} pruned, {facts['top1_after_recovery']:.2f} recovered"
+    if r.get("steps"):
+        line += f"; recovery {r['steps']} steps, loss {r['loss_before']:.4g} -> {r['loss_after']:.4g}"
+    return line
+
+
+def _output_shape(model: Any, example: Any) -> tuple[int, ...]:
+    import torch
+
+    with torch.no_grad():
+        out = model(example)
+    return tuple((out[0] if isinstance(out, tuple | list) else out).shape)
