@@ -136,7 +136,9 @@ def _goals(met: dict) -> str:
 
 
 def _ms(lat: dict, key: str) -> str:
-    return f"{lat[key]:.2f}" if key in lat else "-"
+    if key not in lat:
+        return "-"
+    return f"{lat[key]:.3f}" if lat[key] < 1 else f"{lat[key]:.2f}"
 
 
 def _x(value: float | None) -> str:

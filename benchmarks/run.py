@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(), "quick": args.quick,
                      "settings": {"latency_runs": runs, "latency_warmup": 10, "ort_threads": measure.ORT_THREADS, "goals": GOALS},
                      "comparisons": [], "failures": [], "scaling": {"calibration": [], "model": []}}  # fmt: skip
+    warm_up(work, targets)
     for name in models:
         case = prepare(name, work / "models")
         for target in targets:
@@ -141,6 +142,15 @@ def scaling(models: list[str], targets: list[str], quick: bool, work: Path, resu
         if c["model"] in ("digits", "mobilenet_v2", "resnet18") and c["target"] in ("rpi", "android") and c["reference"] in ("executorch", "onnxruntime"):
             results["scaling"]["model"].append({"model": c["model"], "target": c["target"], "build_s": c["edgekit"]["build_s"], "peak_rss_mb": c["edgekit"]["peak_rss_mb"],
                                                 "reference_build_s": c["ref"]["build_s"], "reference_peak_rss_mb": c["ref"]["peak_rss_mb"]})  # fmt: skip
+
+
+def warm_up(work: Path, targets: list[str]) -> None:
+    """Build digits once per target untimed: the first build after boot reads GBs of libraries from disk."""
+    case = prepare("digits", work / "models")
+    folder = work / "warm-up"
+    folder.mkdir(parents=True, exist_ok=True)
+    for target in (t for t in targets if t != "ios"):
+        build(case, target, "edgekit", folder / target, folder)
 
 
 def olive_available() -> bool:

@@ -21,6 +21,15 @@ def digits_rpi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.path
 
 
+@pytest.fixture(scope="session")
+def digits_android(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the digits example for android once per session and return the artifact folder."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("dist")
+    return edgekit.build(str(DIGITS / "model.pt2"), target="android", data=DIGITS / "data.npz", out_dir=out).path
+
+
 @pytest.fixture
 def cli() -> CliRunner:
     return CliRunner()

@@ -169,8 +169,11 @@ class ExecuTorchBackend:
 
         if path is None or not Path(path).is_file():
             raise ExportError(f"no ExecuTorch program to run at {path}", hint="the export stage must run first")
-        _, example = _require(state)
-        return Runner(run=make_run(load_method(Path(path)), example), mode="runtime")
+        if state.example_input is None:  # a runner needs only the artifact and the input layout
+            from edgekit.errors import InternalError
+
+            raise InternalError("the executorch runner needs state.example_input")
+        return Runner(run=make_run(load_method(Path(path)), state.example_input), mode="runtime")
 
 
 def _require(state: BuildState) -> tuple[Any, Any]:

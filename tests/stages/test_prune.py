@@ -185,3 +185,38 @@ def test_sparse_int8_on_ios17_is_refused_with_a_hint(tmp_path: Path) -> None:
         PruneStage().run(_state(tiny_cnn()), ctx)
     assert "iOS18" in (err.value.hint or "")
 
+
+
+def test_sparse_to_dense_decodes_both_mask_layouts() -> None:
+    pytest.importorskip("coremltools")
+    from edgekit.backends._coreml_mil import sparse_to_dense
+
+    dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 3.0]], dtype=np.float32)
+    mask = dense != 0
+    packed = np.packbits(mask.reshape(-1), bitorder="little")  # iOS16: bytes of bits, LSB first
+
+    assert np.array_equal(sparse_to_dense(dense[mask], mask.astype(np.uint8)), dense)
+    assert np.array_equal(sparse_to_dense(dense[mask], packed, np.array(dense.shape, np.uint32)), dense)
+
+
+def test_sparse_w8_core_ml_package_is_sparse_and_its_proxy_runs(tmp_path: Path) -> None:
+    pytest.importorskip("coremltools")
+    from collections import Counter
+
+    from edgekit.backends import _coreml_mil as mil
+    from edgekit.backends import get_backend
+    from edgekit.modelio import run_torch
+
+    backend = get_backend("coreml")
+    ctx = _ctx(tmp_path, _quick(method="unstructured"), target="ios", quantize={"scheme": "w8"},
+               options={"weight_threshold": 64, "minimum_deployment_target": "iOS18"})
+    ctx.backend = backend
+    state = PruneStage().run(_state(tiny_cnn()), ctx)
+
+    state = backend.quantize(backend.export(state, ctx), ctx)
+
+    ops = Counter(op.op_type for op in mil.load_program(state.artifact).functions["main"].operations)
+    assert ops["constexpr_sparse_to_dense"] >= 1 and ops["constexpr_sparse_blockwise_shift_scale"] >= 1
+    proxy = backend.runner(state, ctx).run(state.data.evaluation[:8])
+    expected = run_torch(state.model, state.data.evaluation[:8])
+    assert np.corrcoef(proxy.ravel(), expected.ravel())[0, 1] > 0.99
