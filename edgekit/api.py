@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.compat import untested_versions
 from edgekit.errors import ConfigError, InputError
 from edgekit.pipeline import BuildContext, BuildRequest, BuildState, Reporter, check_order, run_pipeline
 from edgekit.recipe import Recipe, build_recipe, parse_overrides, read_recipe_file
@@ -79,7 +80,8 @@ def build(
     workdir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=request.out_dir))
     try:
         ctx = BuildContext(recipe=resolved, target=spec, backend=backend, workdir=workdir, request=request, reporter=reporter or Reporter(), allow_accuracy_failure=allow_accuracy_failure)
-        run_pipeline(stages, BuildState(), ctx)
+        state = BuildState(warnings=tuple(untested_versions(backend.versions())))
+        run_pipeline(stages, state, ctx)
         path = artifact_dir(ctx)
         return BuildResult(path=path, manifest=read_manifest(path))
     finally:

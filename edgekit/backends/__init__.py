@@ -73,6 +73,19 @@ class Backend(Protocol):
         """Return what an app must use to run the artifact (runtime, version, opset, delegate...)."""
 
 
+def installed_versions(*distributions: str) -> dict[str, str]:
+    """Return the installed version of each distribution, or "not installed"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in distributions:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
 def get_backend(name: str) -> Backend:
     """Import and instantiate the backend called `name`."""
     spec = REGISTRY.get(name) or _entry_point(name)

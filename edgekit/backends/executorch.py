@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.backends import Runner
+from edgekit.backends import Runner, installed_versions
 from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean
 from edgekit.recipe import Scheme
 
@@ -66,15 +66,7 @@ class ExecuTorchBackend:
 
     def versions(self) -> dict[str, str]:
         """Return the versions of torch, executorch and torchao."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        found = {}
-        for dist in ("torch", "executorch", "torchao"):
-            try:
-                found[dist] = version(dist)
-            except PackageNotFoundError:
-                found[dist] = "not installed"
-        return found
+        return installed_versions("torch", "executorch", "torchao")
 
     def quantize(self, state: BuildState, ctx: BuildContext) -> BuildState:
         """Quantize a copy of state.model per the recipe; also lower its fp32 form as the reference."""

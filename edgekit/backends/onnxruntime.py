@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
-from edgekit.backends import Runner
+from edgekit.backends import Runner, installed_versions
 from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean
 from edgekit.recipe import Scheme
 
@@ -63,15 +63,7 @@ class OnnxRuntimeBackend:
             raise ConfigError("option 'opset' must be 17 or newer for per-channel QDQ with the dynamo exporter")
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        found = {}
-        for dist in ("torch", "onnx", "onnxruntime", "onnxscript"):
-            try:
-                found[dist] = version(dist)
-            except PackageNotFoundError:
-                found[dist] = "not installed"
-        return found
+        return installed_versions("torch", "onnx", "onnxruntime", "onnxscript")
 
     def export(self, state: BuildState, ctx: BuildContext) -> BuildState:
         """Export state.model to a float ONNX file: the reference, and the input to quantization."""

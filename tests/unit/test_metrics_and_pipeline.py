@@ -51,3 +51,11 @@ def test_stage_order_is_checked_before_running() -> None:
     check_order([_Stage("load", ()), _Stage("export", ("load",)), _Stage("quantize", ("export",))])  # type: ignore[list-item]
     with pytest.raises(InternalError, match="quantize"):
         check_order([_Stage("load", ()), _Stage("quantize", ("export",)), _Stage("export", ("load",))])  # type: ignore[list-item]
+
+
+def test_version_skew_is_named() -> None:
+    from edgekit.compat import TESTED, untested_versions
+
+    assert untested_versions(dict(TESTED)) == []
+    [warning] = untested_versions({"executorch": "1.4.0", "numpy": "2.0"})
+    assert "executorch 1.4.0" in warning and TESTED["executorch"] in warning
