@@ -129,8 +129,8 @@ def compression_facts(program: Any) -> dict[str, Any]:
     from edgekit.backends._coreml_mil import CONSTEXPR_OPS
 
     ops = list(program.functions["main"].operations)
-    producers = {op.outputs[0].name: op for op in ops}
-    quantized, floating = [], []
+    producers = {out.name: op for op in ops for out in op.outputs}
+    quantized, floating, sparse = [], [], []
     quantized_elements = float_elements = 0
     for op in ops:
         slot = WEIGHT_OPS.get(op.op_type)
@@ -141,13 +141,23 @@ def compression_facts(program: Any) -> dict[str, Any]:
         if source is None or not (source.op_type == "const" or source.op_type.startswith("constexpr_")):
             continue  # an activation, not a weight (matmul of two activations, say)
         size = int(np.prod(var.shape))
-        if source.op_type in CONSTEXPR_OPS:
+        if source.op_type == "constexpr_sparse_to_dense":  # a bit mask + the non-zero values
+            sparse.append(f"{op.op_type}:{op.name}")
+            feeders = {producers[v.name].op_type for v in source.inputs.values() if getattr(v, "name", None) in producers}
+            int8_values = bool(feeders & {*CONSTEXPR_OPS, "constexpr_sparse_blockwise_shift_scale"})
+            (quantized if int8_values else floating).append(f"{op.op_type}:{op.name}")
+            if int8_values:
+                quantized_elements += size
+            else:
+                float_elements += size
+        elif source.op_type in CONSTEXPR_OPS:
             quantized.append(f"{op.op_type}:{op.name}")
             quantized_elements += size
         else:
             floating.append(f"{op.op_type}:{op.name}")
             float_elements += size
-    counts = {t: sum(op.op_type == t for op in ops) for t in (*CONSTEXPR_OPS, "quantize", "dequantize")}
+    stored = (*CONSTEXPR_OPS, "constexpr_sparse_to_dense", "constexpr_sparse_blockwise_shift_scale")
+    counts = {t: sum(op.op_type == t for op in ops) for t in (*stored, "quantize", "dequantize")}
     return {
         "quantized_weights": len(quantized),
         "float_weights": len(floating),
@@ -155,7 +165,8 @@ def compression_facts(program: Any) -> dict[str, Any]:
         "float_weight_elements": float_elements,
         "quantized_ops": quantized,
         "float_ops": floating,
-        "constexpr_ops": {k: v for k, v in counts.items() if k in CONSTEXPR_OPS and v},
+        "sparse_weights": len(sparse),
+        "constexpr_ops": {k: v for k, v in counts.items() if k in stored and v},
         "activation_quantize_ops": counts["quantize"],
         "activation_dequantize_ops": counts["dequantize"],
     }

@@ -220,3 +220,7 @@ def test_sparse_w8_core_ml_package_is_sparse_and_its_proxy_runs(tmp_path: Path) 
     proxy = backend.runner(state, ctx).run(state.data.evaluation[:8])
     expected = run_torch(state.model, state.data.evaluation[:8])
     assert np.corrcoef(proxy.ravel(), expected.ravel())[0, 1] > 0.99
+    facts = state.facts["quantize"]  # sparse int8 weights count as quantized, and as sparse
+    assert facts["sparse_weights"] >= 1 and facts["quantized_weights"] >= facts["sparse_weights"]
+    assert "constexpr_sparse_to_dense" in facts["constexpr_ops"]
+
