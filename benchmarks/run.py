@@ -44,23 +44,24 @@ def main(argv: list[str] | None = None) -> int:
                      "settings": {"latency_runs": runs, "latency_warmup": 10, "ort_threads": measure.ORT_THREADS, "goals": GOALS},
                      "comparisons": [], "failures": [], "scaling": {"calibration": [], "model": []}}  # fmt: skip
     warm_up(work, targets)
+    pair = 0
     for name in models:
         case = prepare(name, work / "models")
         for target in targets:
-            compare(case, target, work / name / target, runs, results)
+            compare(case, target, work / name / target, runs, results, flip=pair % 2 == 1)
+            pair += 1
+            _save(results, Path(args.json_out))  # a long run interrupted still leaves what it measured
     scaling(models, targets, args.quick, work, results)
     results["total_seconds"] = round(time.time() - started, 1)
     text = report.markdown(results)
     print(text)
-    out = Path(args.json_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=_jsonable))
+    _save(results, Path(args.json_out))
     if args.results_md or not args.quick and not args.models and not args.targets:
         Path(args.results_md or ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results, text))
     return 0
 
 
-def compare(case: Case, target: str, folder: Path, runs: int, results: dict) -> None:
+def compare(case: Case, target: str, folder: Path, runs: int, results: dict, *, flip: bool = False) -> None:
     """Build with edgekit and every reference flow for `target`, then measure them side by side."""
     folder.mkdir(parents=True, exist_ok=True)
     data = split(case, target)
@@ -71,7 +72,7 @@ def compare(case: Case, target: str, folder: Path, runs: int, results: dict) -> 
         results["failures"].append({"model": case.name, "target": target, "flow": "olive", "error": "olive-ai is not installed"})
     builds: dict[str, dict] = {}
     order = ["edgekit", *flows]
-    for i, flow in enumerate(order if len(results["comparisons"]) % 2 == 0 else reversed(order)):  # alternate who builds first
+    for flow in reversed(order) if flip else order:  # alternate who builds first (caches, machine load)
         builds[flow] = build(case, target, flow, folder / flow, folder)
         if not builds[flow]["ok"]:
             results["failures"].append({"model": case.name, "target": target, "flow": flow, "error": builds[flow]["error"], "traceback": builds[flow].get("traceback", "")})
@@ -177,6 +178,11 @@ def versions() -> dict:
         except PackageNotFoundError:
             found[dist] = "not installed"
     return found
+
+
+def _save(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=_jsonable))
 
 
 def _jsonable(value: object) -> object:

@@ -16,7 +16,7 @@ from edgekit import api
 from edgekit.errors import EdgekitError, ExitStatus
 from edgekit.pipeline import Reporter
 
-EXIT_STATUSES = "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_', ' ')}" for s in ExitStatus)
+EXIT_STATUSES = "\b\n" + "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_', ' ')}" for s in ExitStatus)
 
 
 class ConsoleReporter(Reporter):
@@ -73,15 +73,15 @@ def _run(traceback: bool, action: Callable[[], Any]) -> Any:
         sys.exit(ExitStatus.INTERNAL)
 
 
-@click.group(epilog=f"Exit statuses:\n{EXIT_STATUSES}", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(epilog=f"Exit statuses:\n\n{EXIT_STATUSES}", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgekit-deploy", prog_name="edgekit")
 def main() -> None:
     """Prune, quantize, export and verify PyTorch models for phones, Macs and boards."""
 
 
-@main.command(epilog=f"Exit statuses:\n{EXIT_STATUSES}")
+@main.command(epilog=f"Exit statuses:\n\n{EXIT_STATUSES}")
 @click.argument("model")
-@click.option("--target", "-t", required=True, help="android, ios, macos, rpi, rpi4, or a target .toml file")
+@click.option("--target", "-t", required=True, help="a bundled target (see `edgekit targets`) or a target .toml file")
 @click.option("--recipe", "-r", help="bundled recipe name or a recipe .toml (default: the target's)")
 @click.option("--data", "-d", type=click.Path(path_type=Path), help=".npz with inputs[, labels] or a folder of <label>/<image> files")
 @click.option("--weights", type=click.Path(path_type=Path), help="state dict for a MODULE:FACTORY model (loaded with weights_only=True)")
