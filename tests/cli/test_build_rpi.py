@@ -202,3 +202,14 @@ def test_random_init_mobilenet_v2_reports_skipped_and_shrinks(tmp_path: Path) ->
     assert manifest["accuracy"]["status"] == "skipped" and manifest["accuracy"]["gate"]["passed"] is None
     assert any("synthetic" in w for w in manifest["warnings"])
     assert manifest["size"]["artifact_over_float"] <= 0.30
+
+
+def test_missing_runtime_exits_4_naming_the_extra(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+
+    code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi")
+
+    assert code == ExitStatus.MISSING_DEPENDENCY and "pip install 'edgekit-deploy[rpi]'" in err
