@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.architecture import decide
 from edgekit.backends._executorch_lower import export_program
 from edgekit.errors import ConfigError, ExportError
 from edgekit.recipe import CalibrationMethod, QuantizeConfig, Scheme
@@ -43,18 +44,13 @@ def choose_scheme(census: Counter[str], example: np.ndarray) -> tuple[Scheme, st
     def count(words: tuple[str, ...]) -> int:
         return sum(c for op, c in census.items() if any(f".{w}" in op or op.startswith(w) for w in words))
 
-    convs, linears = count(_CONV), count(("linear", "addmm"))
-    if np.issubdtype(example.dtype, np.integer):
-        return Scheme.INT8_DYNAMIC, f"the input is integer ({example.dtype}) token ids: a sequence model"
-    if count(("embedding",)):
-        return Scheme.INT8_DYNAMIC, "the model has an embedding table"
-    if count(_ATTENTION) and count(("matmul", "bmm", "scaled_dot_product_attention")):
-        return Scheme.INT8_DYNAMIC, "the model has attention (softmax over matmul)"
-    if convs and convs >= linears:
-        return Scheme.INT8_STATIC, f"convolutional model ({convs} conv vs {linears} linear layers)"
-    if linears:
-        return Scheme.INT8_DYNAMIC, f"Linear-heavy model ({linears} linear vs {convs} conv layers)"
-    return Scheme.INT8_STATIC, "no conv or linear layers found; static int8 is the default"
+    return decide(
+        convs=count(_CONV),
+        linears=count(("linear", "addmm")),
+        integer_input=bool(np.issubdtype(example.dtype, np.integer)),
+        embedding=bool(count(("embedding",))),
+        attention=bool(count(_ATTENTION) and count(("matmul", "bmm", "scaled_dot_product_attention"))),
+    )
 
 
 def static_int8(model: torch.nn.Module, example: np.ndarray, calibration: np.ndarray, config: QuantizeConfig) -> tuple[Any, Any, dict[str, Any]]:

@@ -97,7 +97,7 @@ def test_encoder_gets_dynamic_int8_and_says_why(cli: CliRunner, tmp_path: Path) 
     spec = f"{Path(__file__).resolve().parents[2] / 'examples' / 'encoder' / 'model.py'}:build"
     code, _, err = _build(cli, spec, "--target", "rpi", "--out", str(tmp_path), "--set", "latency.enabled=false")
     assert code == 0, err
-    quantize = json.loads((tmp_path / "model-rpi" / "manifest.json").read_text())["quantize"] if (tmp_path / "model-rpi").exists() else json.loads((tmp_path / "encoder-rpi" / "manifest.json").read_text())["quantize"]
+    quantize = json.loads((tmp_path / "encoder-rpi" / "manifest.json").read_text())["quantize"]
     assert quantize["scheme"] == "int8-dynamic" and "integer token input" in quantize["chosen_because"]
     assert quantize["quantized_ops"].get("MatMulInteger", 0) >= 6
 
