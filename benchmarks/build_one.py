@@ -61,6 +61,19 @@ def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
 
 
+def peak_rss_mb() -> float:
+    """Return this process's own peak RSS in MB.
+
+    Not getrusage's ru_maxrss: on Linux it keeps the parent's high-water mark across fork+exec, so
+    every build would report at least the RSS of the benchmark driver that started it. VmHWM belongs
+    to this process's address space alone.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: best effort
+
+
 def main() -> None:
     job = json.loads(sys.argv[1])
     warnings.filterwarnings("ignore")
@@ -68,9 +81,7 @@ def main() -> None:
         result = {"ok": True, **run_job(job)}
     except Exception as exc:  # reported, not raised: one failing flow must not stop the benchmark
         result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:400], "traceback": traceback.format_exc()[-3000:]}
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result["peak_rss_mb"] = max(own, children) / 1024.0  # Linux reports KiB
+    result["peak_rss_mb"] = peak_rss_mb()
     print("BENCH_RESULT " + json.dumps(result, default=str), flush=True)
 
 

@@ -377,6 +377,9 @@ _OPS: dict[str, Callable[[dict[str, Any], Any], Any]] = {
     "relu": _unary(torch.relu),
     "relu6": _unary(lambda x: torch.clamp(x, 0.0, 6.0)),
     "sigmoid": _unary(torch.sigmoid),
+    # hardswish / hardsigmoid (mobilenet_v3) arrive as these two
+    "sigmoid_hard": lambda a, op: torch.clamp(float(_param(a, op, "alpha", 0.2)) * a["x"] + float(_param(a, op, "beta", 0.5)), 0.0, 1.0),
+    "thresholded_relu": lambda a, op: torch.where(a["x"] > float(_param(a, op, "alpha", 1.0)), a["x"], torch.zeros_like(a["x"])),
     "tanh": _unary(torch.tanh),
     "silu": _unary(F.silu),
     "exp": _unary(torch.exp),

@@ -122,6 +122,7 @@ class OnnxRuntimeBackend:
                 facts |= {"format": "dynamic (MatMulInteger/ConvInteger)", "activations": "uint8 at run time", "weights": "int8", "per_channel": cfg.per_channel}
         except Exception as exc:
             raise ExportError(f"ONNX Runtime quantization failed: {_first_line(exc)}", hint="try --set quantize.scheme=int8-dynamic or fp32") from exc
+        _drop_shape_annotations(out)
         ops = quantized_ops(out)
         state = state.evolve(artifact=out).with_facts("quantize", {**facts, **ops})
         if not ops["quantized_ops"]:
@@ -196,6 +197,15 @@ def quantized_ops(path: Path) -> dict[str, Any]:
         "int8_weight_tensors": len(int8_initializers),
         "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
     }
+
+
+def _drop_shape_annotations(path: Path) -> None:
+    """Remove the intermediate shape annotations quant_pre_process adds: runtimes infer them again."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
 
 
 def _first_line(exc: BaseException) -> str:
