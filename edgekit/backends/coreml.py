@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.backends import Runner
+from edgekit.backends import Runner, installed_versions
 from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ class CoreMLBackend:
                 raise ConfigError(f"options.weight_threshold must be a whole number >= 0, got {value!r}")
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import version
-
-        return {"coremltools": version("coremltools"), "torch": version("torch")}
+        return installed_versions("coremltools", "torch")
 
     def export(self, state: BuildState, ctx: BuildContext) -> BuildState:
         from edgekit.backends import _coreml_convert as cc

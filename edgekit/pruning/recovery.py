@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekit.modelio import run_torch
 from edgekit.pruning.sparse import Masks, apply_masks
 from edgekit.recipe import RecoveryConfig, RecoveryMode
 
@@ -23,9 +24,7 @@ EVAL_BATCH = 64
 
 def outputs(model: Any, inputs: torch.Tensor) -> torch.Tensor:
     """Run `model` over `inputs` in eval batches without gradients and return its first output."""
-    with torch.no_grad():
-        parts = [_first(model(inputs[i : i + EVAL_BATCH])) for i in range(0, len(inputs), EVAL_BATCH)]
-    return torch.cat(parts)
+    return torch.from_numpy(run_torch(model, inputs.numpy(), batch=EVAL_BATCH))
 
 
 def recover(
