@@ -23,7 +23,14 @@ from benchmarks.models import Case
 
 
 def run_job(job: dict) -> dict:
-    case = Case(**{**job["case"], "pt2": _path(job["case"]["pt2"]), "data": _path(job["case"]["data"]), "overrides": tuple(job["case"]["overrides"])})
+    case = Case(
+        **{
+            **job["case"],
+            "pt2": _path(job["case"]["pt2"]),
+            "data": _path(job["case"]["data"]),
+            "overrides": tuple(job["case"]["overrides"]),
+        }
+    )
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     overrides = (*case.overrides, *job.get("extra", ()))
@@ -31,10 +38,16 @@ def run_job(job: dict) -> dict:
         import edgekit
 
         started = time.perf_counter()
-        result = edgekit.build(case.edgekit_model, target=job["target"], data=case.data, out_dir=out, name=case.name, overrides=overrides)
+        result = edgekit.build(
+            case.edgekit_model, target=job["target"], data=case.data, out_dir=out, name=case.name, overrides=overrides
+        )
         seconds = time.perf_counter() - started
         manifest = result.manifest
-        return {"seconds": seconds, "artifact": str(result.path / manifest["artifact"]["file"]), "manifest": _slim(manifest)}
+        return {
+            "seconds": seconds,
+            "artifact": str(result.path / manifest["artifact"]["file"]),
+            "manifest": _slim(manifest),
+        }
     from benchmarks import reference_flows
 
     calibration = np.load(job["calibration"])
@@ -49,7 +62,10 @@ def _slim(manifest: dict) -> dict:
     return {
         "seconds_by_stage": manifest["build"]["seconds_by_stage"],
         "data": manifest["data"],
-        "quantize": {k: manifest["quantize"].get(k) for k in ("scheme", "path", "format", "calibration_samples", "quantized_ops", "float_ops")},
+        "quantize": {
+            k: manifest["quantize"].get(k)
+            for k in ("scheme", "path", "format", "calibration_samples", "quantized_ops", "float_ops")
+        },
         "accuracy_status": manifest["accuracy"].get("status"),
         "metrics": manifest["accuracy"].get("metrics", {}),
         "size": manifest["size"],
@@ -80,7 +96,11 @@ def main() -> None:
     try:
         result = {"ok": True, **run_job(job)}
     except Exception as exc:  # reported, not raised: one failing flow must not stop the benchmark
-        result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:400], "traceback": traceback.format_exc()[-3000:]}
+        result = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:400],
+            "traceback": traceback.format_exc()[-3000:],
+        }
     result["peak_rss_mb"] = peak_rss_mb()
     print("BENCH_RESULT " + json.dumps(result, default=str), flush=True)
 

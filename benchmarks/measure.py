@@ -38,7 +38,9 @@ def runner(path: Path) -> Run:
 
 
 def outputs(run: Run, inputs: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(run(np.ascontiguousarray(inputs[i : i + 1])), dtype=np.float32) for i in range(len(inputs))])
+    return np.concatenate(
+        [np.asarray(run(np.ascontiguousarray(inputs[i : i + 1])), dtype=np.float32) for i in range(len(inputs))]
+    )
 
 
 def fidelity(reference: np.ndarray, test: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
@@ -66,7 +68,10 @@ def latency(runs: dict[str, Run], sample: np.ndarray, *, warmup: int, rounds: in
             start = time.perf_counter()
             runs[name](sample)
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {n: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)} for n, t in times.items()}
+    return {
+        n: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)}
+        for n, t in times.items()
+    }
 
 
 def size_bytes(path: Path) -> int:

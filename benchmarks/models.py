@@ -40,10 +40,14 @@ def prepare(name: str, folder: Path) -> Case:
     """Make the model file for `name` under `folder` (once) and describe the case."""
     folder.mkdir(parents=True, exist_ok=True)
     if name == "digits":
-        return Case(name=name, edgekit_model=str(DIGITS / "model.pt2"), pt2=DIGITS / "model.pt2", data=DIGITS / "data.npz")
+        return Case(
+            name=name, edgekit_model=str(DIGITS / "model.pt2"), pt2=DIGITS / "model.pt2", data=DIGITS / "data.npz"
+        )
     synthetic = (f"data.synthetic_samples={SYNTHETIC_SAMPLES}",)
     if name == "encoder":
-        return Case(name=name, edgekit_model=f"{ENCODER}:build", pt2=None, data=None, overrides=synthetic, kind="sequence")
+        return Case(
+            name=name, edgekit_model=f"{ENCODER}:build", pt2=None, data=None, overrides=synthetic, kind="sequence"
+        )
     if name not in TORCHVISION:
         raise SystemExit(f"unknown model '{name}'; known: {', '.join(ALL_MODELS)}")
     path = folder / f"{name}.pt2"

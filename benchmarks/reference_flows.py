@@ -22,20 +22,27 @@ def executorch(case: Case, calibration: np.ndarray, example: np.ndarray, out: Pa
     """PT2E + XNNPACKQuantizer + to_edge_transform_and_lower, as ExecuTorch's XNNPACK docs show."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from executorch.exir import to_edge_transform_and_lower
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     sample = (torch.from_numpy(example),)
     dynamic = case.kind == "sequence"
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    )
     graph = torch.export.export(load_module(case), sample).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for x in ([example] if dynamic else calibration):  # dynamic: one pass so observers see the graph
+        for x in [example] if dynamic else calibration:  # dynamic: one pass so observers see the graph
             prepared(torch.from_numpy(np.ascontiguousarray(x if dynamic else x[None])))
     quantized = convert_pt2e(prepared)
-    program = to_edge_transform_and_lower(torch.export.export(quantized, sample), partitioner=[XnnpackPartitioner()]).to_executorch()
+    program = to_edge_transform_and_lower(
+        torch.export.export(quantized, sample), partitioner=[XnnpackPartitioner()]
+    ).to_executorch()
     path = out / "model.pte"
     path.write_bytes(program.buffer)
     return path
@@ -45,7 +52,15 @@ def export_onnx(case: Case, example: np.ndarray, path: Path) -> Path:
     """torch.onnx.export(dynamo=True): the float ONNX both ONNX Runtime flows quantize."""
     import torch
 
-    torch.onnx.export(load_module(case), (torch.from_numpy(example),), str(path), dynamo=True, opset_version=OPSET, input_names=["input"], output_names=["output"])
+    torch.onnx.export(
+        load_module(case),
+        (torch.from_numpy(example),),
+        str(path),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["input"],
+        output_names=["output"],
+    )
     return path
 
 
@@ -95,7 +110,14 @@ def olive(case: Case, calibration: np.ndarray, example: np.ndarray, out: Path) -
     if case.kind == "sequence":
         quant = {"type": "OnnxDynamicQuantization", **common}
     else:
-        quant = {"type": "OnnxStaticQuantization", "data_config": "calibration", "quant_format": "QDQ", "activation_type": "uint8", "calibrate_method": "MinMax", **common}
+        quant = {
+            "type": "OnnxStaticQuantization",
+            "data_config": "calibration",
+            "quant_format": "QDQ",
+            "activation_type": "uint8",
+            "calibrate_method": "MinMax",
+            **common,
+        }
     config = {
         "input_model": {"type": "ONNXModel", "model_path": str(fp32)},
         "systems": {"local": {"type": "LocalSystem", "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
@@ -127,10 +149,18 @@ def coreml(case: Case, calibration: np.ndarray, example: np.ndarray, out: Path) 
     dtype = np.int32 if np.issubdtype(example.dtype, np.integer) else np.float32
     inputs = [ct.TensorType(name="input", shape=example.shape, dtype=dtype)]
     try:
-        mlmodel = ct.convert(torch.export.export(model, (sample,)).run_decompositions({}), inputs=inputs, minimum_deployment_target=ct.target.iOS17)
-    except Exception:  # coremltools 9.0 rejects some torch.export graphs (max_pool2d defaults): the docs' TorchScript path
+        mlmodel = ct.convert(
+            torch.export.export(model, (sample,)).run_decompositions({}),
+            inputs=inputs,
+            minimum_deployment_target=ct.target.iOS17,
+        )
+    except (
+        Exception
+    ):  # coremltools 9.0 rejects some torch.export graphs (max_pool2d defaults): the docs' TorchScript path
         mlmodel = ct.convert(torch.jit.trace(model, sample), inputs=inputs, minimum_deployment_target=ct.target.iOS17)
-    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel"))
+    config = cto.OptimizationConfig(
+        global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel")
+    )
     compressed = cto.linear_quantize_weights(mlmodel, config)
     path = out / "model.mlpackage"
     compressed.save(str(path))

@@ -73,7 +73,10 @@ def markdown(results: dict) -> str:
     lines += _stages_table(results) + _scaling_tables(results)
     if results["failures"]:
         lines += ["", "### Flows that failed", "", "| model | target | flow | error |", "|---|---|---|---|"]
-        lines += [f"| {f['model']} | {f['target']} | {f['flow']} | {f['error'].replace('|', '/')} |" for f in results["failures"]]
+        lines += [
+            f"| {f['model']} | {f['target']} | {f['flow']} | {f['error'].replace('|', '/')} |"
+            for f in results["failures"]
+        ]
     return "\n".join(lines)
 
 
@@ -88,19 +91,40 @@ def _stages_table(results: dict) -> list[str]:
             continue
         seen.add(key)
         split = r["edgekit"].get("seconds_by_stage", {})
-        out.append(f"| {r['model']} | {r['target']} | {r['edgekit']['build_s']:.1f} | " + " | ".join(f"{split.get(s, 0):.1f}" for s in stages) + f" | {r['ref']['build_s']:.1f} |")
+        out.append(
+            f"| {r['model']} | {r['target']} | {r['edgekit']['build_s']:.1f} | "
+            + " | ".join(f"{split.get(s, 0):.1f}" for s in stages)
+            + f" | {r['ref']['build_s']:.1f} |"
+        )
     return out
 
 
 def _scaling_tables(results: dict) -> list[str]:
-    out = ["", "### edgekit scaling: calibration samples (synthetic inputs, 32 evaluation samples)", "", "| model | target | calibration | build s | quantize s | peak MB |", "|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "### edgekit scaling: calibration samples (synthetic inputs, 32 evaluation samples)",
+        "",
+        "| model | target | calibration | build s | quantize s | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results["scaling"]["calibration"]:
         if r["ok"]:
-            out.append(f"| {r['model']} | {r['target']} | {r['calibration_samples']} | {r['build_s']:.1f} | {r['seconds_by_stage'].get('quantize', 0):.1f} | {r['peak_rss_mb']:.0f} |")
+            out.append(
+                f"| {r['model']} | {r['target']} | {r['calibration_samples']} | {r['build_s']:.1f} | {r['seconds_by_stage'].get('quantize', 0):.1f} | {r['peak_rss_mb']:.0f} |"
+            )
         else:
             out.append(f"| {r['model']} | {r['target']} | {r['calibration_samples']} | failed: {r['error']} | | |")
-    out += ["", "### edgekit scaling: model size (calibration 128)", "", "| model | target | edgekit build s | reference build s | edgekit peak MB | reference peak MB |", "|---|---|---|---|---|---|"]
-    out += [f"| {r['model']} | {r['target']} | {r['build_s']:.1f} | {r['reference_build_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['reference_peak_rss_mb']:.0f} |" for r in results["scaling"]["model"]]
+    out += [
+        "",
+        "### edgekit scaling: model size (calibration 128)",
+        "",
+        "| model | target | edgekit build s | reference build s | edgekit peak MB | reference peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {r['model']} | {r['target']} | {r['build_s']:.1f} | {r['reference_build_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['reference_peak_rss_mb']:.0f} |"
+        for r in results["scaling"]["model"]
+    ]
     return out
 
 

@@ -69,23 +69,37 @@ def compare(case: Case, target: str, folder: Path, runs: int, results: dict, *, 
     np.save(folder / "example.npy", data.evaluation[:1])
     flows = [f for f in BY_TARGET[target] if f != "olive" or olive_available()]
     if "olive" in BY_TARGET[target] and "olive" not in flows:
-        results["failures"].append({"model": case.name, "target": target, "flow": "olive", "error": "olive-ai is not installed"})
+        results["failures"].append(
+            {"model": case.name, "target": target, "flow": "olive", "error": "olive-ai is not installed"}
+        )
     builds: dict[str, dict] = {}
     order = ["edgekit", *flows]
     for flow in reversed(order) if flip else order:  # alternate who builds first (caches, machine load)
         builds[flow] = build(case, target, flow, folder / flow, folder)
         if not builds[flow]["ok"]:
-            results["failures"].append({"model": case.name, "target": target, "flow": flow, "error": builds[flow]["error"], "traceback": builds[flow].get("traceback", "")})
+            results["failures"].append(
+                {
+                    "model": case.name,
+                    "target": target,
+                    "flow": flow,
+                    "error": builds[flow]["error"],
+                    "traceback": builds[flow].get("traceback", ""),
+                }
+            )
             print(f"[bench] {case.name}/{target}/{flow} FAILED: {builds[flow]['error']}", file=sys.stderr)
     if not builds["edgekit"]["ok"]:
         return
     ek = builds["edgekit"]
     if ek["manifest"]["data"].get("calibration_size") != len(data.calibration):
-        raise SystemExit(f"edgekit calibrated on {ek['manifest']['data'].get('calibration_size')} samples, the reference flows on {len(data.calibration)}")
+        raise SystemExit(
+            f"edgekit calibrated on {ek['manifest']['data'].get('calibration_size')} samples, the reference flows on {len(data.calibration)}"
+        )
     figures = measure_all({f: Path(b["artifact"]) for f, b in builds.items() if b["ok"]}, case, data, runs, target)
     for flow in flows:
         if builds[flow]["ok"]:
-            results["comparisons"].append(report.comparison(case.name, target, flow, builds["edgekit"], builds[flow], figures, GOALS))
+            results["comparisons"].append(
+                report.comparison(case.name, target, flow, builds["edgekit"], builds[flow], figures, GOALS)
+            )
 
 
 def measure_all(artifacts: dict[str, Path], case: Case, data, runs: int, target: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
@@ -96,7 +110,9 @@ def measure_all(artifacts: dict[str, Path], case: Case, data, runs: int, target:
     runners = {flow: measure.runner(path) for flow, path in artifacts.items()}
     reference = float_outputs(case, data.evaluation)
     for flow, run in runners.items():
-        figures[flow]["quality"] = measure.fidelity(reference, measure.outputs(run, data.evaluation), data.evaluation_labels)
+        figures[flow]["quality"] = measure.fidelity(
+            reference, measure.outputs(run, data.evaluation), data.evaluation_labels
+        )
     if data.evaluation_labels is not None:
         figures["float_top1"] = measure.fidelity(reference, reference, data.evaluation_labels)["top1"]
     timed = measure.latency(runners, np.ascontiguousarray(data.evaluation[:1]), warmup=10, rounds=runs)
@@ -109,16 +125,33 @@ def build(case: Case, target: str, flow: str, out: Path, folder: Path, extra: tu
     """Run one build in a fresh Python process and return its BENCH_RESULT."""
     job = {"case": dataclasses.asdict(case), "target": target, "flow": flow, "out": str(out), "extra": list(extra),
            "calibration": str(folder / "calibration.npy"), "example": str(folder / "example.npy")}  # fmt: skip
-    env = {**os.environ, "OLIVE_DISABLE_TELEMETRY": "1", "CI": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "OLIVE_DISABLE_TELEMETRY": "1",
+        "CI": "true",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     print(f"[bench] building {case.name} for {target} with {flow} {' '.join(extra)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.build_one", json.dumps(job, default=str)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.build_one", json.dumps(job, default=str)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": "timed out after 1800 s"}
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
     if line is None:
-        return {"ok": False, "error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'}"[:400]}
+        return {
+            "ok": False,
+            "error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'}"[
+                :400
+            ],
+        }
     result = json.loads(line[len("BENCH_RESULT ") :])
     result["process_seconds"] = time.perf_counter() - started
     return result
@@ -137,10 +170,18 @@ def scaling(models: list[str], targets: list[str], quick: bool, work: Path, resu
             b = build(case, target, "edgekit", folder / "out", folder, extra)
             row = {"model": name, "target": target, "calibration_samples": n, "ok": b["ok"], "error": b.get("error")}
             if b["ok"]:
-                row |= {"build_s": b["seconds"], "peak_rss_mb": b["peak_rss_mb"], "seconds_by_stage": b["manifest"]["seconds_by_stage"]}
+                row |= {
+                    "build_s": b["seconds"],
+                    "peak_rss_mb": b["peak_rss_mb"],
+                    "seconds_by_stage": b["manifest"]["seconds_by_stage"],
+                }
             results["scaling"]["calibration"].append(row)
     for c in results["comparisons"]:  # the model axis reuses the main builds (calibration 128)
-        if c["model"] in ("digits", "mobilenet_v2", "resnet18") and c["target"] in ("rpi", "android") and c["reference"] in ("executorch", "onnxruntime"):
+        if (
+            c["model"] in ("digits", "mobilenet_v2", "resnet18")
+            and c["target"] in ("rpi", "android")
+            and c["reference"] in ("executorch", "onnxruntime")
+        ):
             results["scaling"]["model"].append({"model": c["model"], "target": c["target"], "build_s": c["edgekit"]["build_s"], "peak_rss_mb": c["edgekit"]["peak_rss_mb"],
                                                 "reference_build_s": c["ref"]["build_s"], "reference_peak_rss_mb": c["ref"]["peak_rss_mb"]})  # fmt: skip
 
@@ -165,14 +206,31 @@ def machine() -> dict:
         model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
     except (OSError, subprocess.CalledProcessError):
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}", "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for dist in ("edgekit-deploy", "torch", "torchvision", "torchao", "executorch", "onnx", "onnxruntime", "onnxscript", "coremltools", "olive-ai", "numpy"):
+    for dist in (
+        "edgekit-deploy",
+        "torch",
+        "torchvision",
+        "torchao",
+        "executorch",
+        "onnx",
+        "onnxruntime",
+        "onnxscript",
+        "coremltools",
+        "olive-ai",
+        "numpy",
+    ):
         try:
             found[dist] = version(dist)
         except PackageNotFoundError:
@@ -191,7 +249,9 @@ def _jsonable(value: object) -> object:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="digits only, rpi + android, fewer latency runs (a few minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="digits only, rpi + android, fewer latency runs (a few minutes)"
+    )
     p.add_argument("--models", nargs="*", choices=ALL_MODELS, help=f"default: all ({', '.join(ALL_MODELS)})")
     p.add_argument("--targets", nargs="*", choices=("rpi", "android", "ios"), help="default: rpi android ios")
     p.add_argument("--runs", type=int, help="timed latency rounds per artifact (default 60; 30 with --quick)")

@@ -21,7 +21,9 @@ class BuildResult:
     manifest: dict[str, Any]
 
 
-def resolve(target: str, recipe: str | None = None, overrides: tuple[str, ...] = (), input_shape: tuple[int, ...] = ()) -> tuple[TargetSpec, Recipe]:
+def resolve(
+    target: str, recipe: str | None = None, overrides: tuple[str, ...] = (), input_shape: tuple[int, ...] = ()
+) -> tuple[TargetSpec, Recipe]:
     """Resolve target and recipe: `--set` > recipe file > target defaults > dataclass defaults."""
     spec = load_target(target)
     table = read_recipe_file(recipe or spec.default_recipe)
@@ -31,7 +33,10 @@ def resolve(target: str, recipe: str | None = None, overrides: tuple[str, ...] =
     resolved = build_recipe(spec.defaults, table, extra)
     if resolved.quantize.scheme not in spec.schemes:
         allowed = ", ".join(s.value for s in spec.schemes)
-        raise ConfigError(f"target '{spec.name}' does not support scheme '{resolved.quantize.scheme.value}'", hint=f"use one of: {allowed}")
+        raise ConfigError(
+            f"target '{spec.name}' does not support scheme '{resolved.quantize.scheme.value}'",
+            hint=f"use one of: {allowed}",
+        )
     return spec, resolved
 
 
@@ -79,7 +84,15 @@ def build(
     request.out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=request.out_dir))
     try:
-        ctx = BuildContext(recipe=resolved, target=spec, backend=backend, workdir=workdir, request=request, reporter=reporter or Reporter(), allow_accuracy_failure=allow_accuracy_failure)
+        ctx = BuildContext(
+            recipe=resolved,
+            target=spec,
+            backend=backend,
+            workdir=workdir,
+            request=request,
+            reporter=reporter or Reporter(),
+            allow_accuracy_failure=allow_accuracy_failure,
+        )
         state = BuildState(warnings=tuple(untested_versions(backend.versions())))
         run_pipeline(stages, state, ctx)
         path = artifact_dir(ctx)
@@ -112,7 +125,9 @@ def verify(artifact: str | Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     problems = check_files(folder, manifest)
     if problems:
-        raise InputError(f"artifact files do not match the manifest: {'; '.join(problems)}", hint="rebuild the artifact")
+        raise InputError(
+            f"artifact files do not match the manifest: {'; '.join(problems)}", hint="rebuild the artifact"
+        )
     backend = get_backend(manifest["target"]["backend"])
     backend.check_installed()
     spec = load_target(manifest["target"]["name"])
@@ -123,10 +138,21 @@ def verify(artifact: str | Path) -> dict[str, Any]:
     state = BuildState(artifact=folder / manifest["artifact"]["file"], example_input=inputs[0])
     ctx = BuildContext(recipe=build_recipe(manifest["recipe"]), target=spec, backend=backend, workdir=folder)
     runner = backend.runner(state, ctx)
-    worst = max(float(np.max(np.abs(np.asarray(runner.run(x), dtype=np.float32) - np.load(folder / y)))) for x, y in zip(inputs, golden["outputs"], strict=True))
+    worst = max(
+        float(np.max(np.abs(np.asarray(runner.run(x), dtype=np.float32) - np.load(folder / y))))
+        for x, y in zip(inputs, golden["outputs"], strict=True)
+    )
     ok = worst <= golden["atol"]
     status = ("passed" if ok else "failed") if runner.mode == "runtime" else "proxy"
-    return {"status": status, "within_tolerance": ok, "max_abs_error": worst, "atol": golden["atol"], "samples": len(inputs), "checked_with": runner.mode, "reason": runner.reason}
+    return {
+        "status": status,
+        "within_tolerance": ok,
+        "max_abs_error": worst,
+        "atol": golden["atol"],
+        "samples": len(inputs),
+        "checked_with": runner.mode,
+        "reason": runner.reason,
+    }
 
 
 def list_targets() -> list[TargetSpec]:

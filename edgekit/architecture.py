@@ -52,7 +52,13 @@ def composition(module: Any, example_input: np.ndarray) -> Composition:
 def choose_int8_scheme(module: Any, example_input: np.ndarray) -> tuple[Scheme, str]:
     """Return int8-static for convolutional models and int8-dynamic for Linear/attention models."""
     c = composition(module, example_input)
-    return decide(convs=c.conv_weights, linears=c.linear_weights, integer_input=c.integer_input, embedding=c.has_embedding, attention=c.has_attention)
+    return decide(
+        convs=c.conv_weights,
+        linears=c.linear_weights,
+        integer_input=c.integer_input,
+        embedding=c.has_embedding,
+        attention=c.has_attention,
+    )
 
 
 def decide(*, convs: int, linears: int, integer_input: bool, embedding: bool, attention: bool) -> tuple[Scheme, str]:

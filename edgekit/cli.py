@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from edgekit import api
-from edgekit.errors import EdgekitError, ExitStatus
+from edgekit.errors import EdgekitError, ExitStatus, first_line
 from edgekit.pipeline import Reporter
 
 EXIT_STATUSES = "\b\n" + "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_', ' ')}" for s in ExitStatus)
@@ -68,7 +68,7 @@ def _run(traceback: bool, action: Callable[[], Any]) -> Any:
     except Exception as exc:  # a bug: one line unless asked for the chain
         if traceback:
             raise
-        click.secho(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", fg="red", err=True)
+        click.secho(f"internal error: {first_line(exc)}", fg="red", err=True)
         click.echo("this is a bug in edgekit; re-run with --traceback and report it", err=True)
         sys.exit(ExitStatus.INTERNAL)
 
@@ -83,14 +83,31 @@ def main() -> None:
 @click.argument("model")
 @click.option("--target", "-t", required=True, help="a bundled target (see `edgekit targets`) or a target .toml file")
 @click.option("--recipe", "-r", help="bundled recipe name or a recipe .toml (default: the target's)")
-@click.option("--data", "-d", type=click.Path(path_type=Path), help=".npz with inputs[, labels] or a folder of <label>/<image> files")
-@click.option("--weights", type=click.Path(path_type=Path), help="state dict for a MODULE:FACTORY model (loaded with weights_only=True)")
+@click.option(
+    "--data",
+    "-d",
+    type=click.Path(path_type=Path),
+    help=".npz with inputs[, labels] or a folder of <label>/<image> files",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="state dict for a MODULE:FACTORY model (loaded with weights_only=True)",
+)
 @click.option("--input-shape", callback=_parse_shape, help="model input shape, e.g. 1,3,224,224 (not needed for .pt2)")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe value, e.g. prune.ratio=0.3")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe value, e.g. prune.ratio=0.3"
+)
 @click.option("--out", "out_dir", default="dist", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", help="artifact name (default: the model file's name)")
-@click.option("--allow-pickle", is_flag=True, help="allow loading a pickled module: this executes code stored in the file")
-@click.option("--allow-accuracy-failure", is_flag=True, help="keep an artifact that misses its accuracy gate, marked failed (exit status stays 7)")
+@click.option(
+    "--allow-pickle", is_flag=True, help="allow loading a pickled module: this executes code stored in the file"
+)
+@click.option(
+    "--allow-accuracy-failure",
+    is_flag=True,
+    help="keep an artifact that misses its accuracy gate, marked failed (exit status stays 7)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary on stdout")
 @click.option("--traceback", is_flag=True, help="show the full error chain")
 def build(model: str, as_json: bool, traceback: bool, **options: Any) -> None:
@@ -137,7 +154,11 @@ def inspect(artifact: Path, as_json: bool, traceback: bool) -> None:
 def verify(artifact: Path, as_json: bool, traceback: bool) -> None:
     """Re-run an artifact's golden self-test in its runtime (a proxy where the runtime is absent)."""
     found = _run(traceback, lambda: api.verify(artifact))
-    click.echo(json.dumps(found, indent=2) if as_json else f"{artifact}: {found['status']} (max abs error {found['max_abs_error']:.3g}, tolerance {found['atol']:.3g}, {found['samples']} samples)")
+    click.echo(
+        json.dumps(found, indent=2)
+        if as_json
+        else f"{artifact}: {found['status']} (max abs error {found['max_abs_error']:.3g}, tolerance {found['atol']:.3g}, {found['samples']} samples)"
+    )
     if not found["within_tolerance"]:
         sys.exit(ExitStatus.ACCURACY_FAILED)
 
@@ -181,15 +202,23 @@ def render_summary(s: dict[str, Any]) -> str:
     m = s["metrics"]
     lines = [f"artifact   {s['artifact']}  ({s['target']}, {s['scheme']})", f"accuracy   {s['accuracy_status']}"]
     if "float_top1" in m:
-        lines.append(f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop {m['top1_drop']:.2f} points)")
+        lines.append(
+            f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop {m['top1_drop']:.2f} points)"
+        )
     if m:
-        lines.append(f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement {m['top1_agreement']:.1f}%")
+        lines.append(
+            f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement {m['top1_agreement']:.1f}%"
+        )
     if s["gate"]:
-        lines.append(f"  gate     {s['gate']['rule']}: {'n/a (no real data)' if s['gate']['passed'] is None else 'passed' if s['gate']['passed'] else 'FAILED'}")
+        lines.append(
+            f"  gate     {s['gate']['rule']}: {'n/a (no real data)' if s['gate']['passed'] is None else 'passed' if s['gate']['passed'] else 'FAILED'}"
+        )
     ratio = f" ({s['size_over_float']:.2f}x float)" if s["size_over_float"] else ""
     lines.append(f"size       {s['size_bytes'] / 1e6:.3f} MB{ratio}")
     if s["latency_ms"] is not None:
-        lines.append(f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)")
+        lines.append(
+            f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)"
+        )
     return "\n".join(lines)
 
 

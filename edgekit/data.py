@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.hashing import sha256_of
 from edgekit.recipe import DataConfig, Preprocessing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm")
@@ -50,13 +50,16 @@ def load_data(path: Path | None, config: DataConfig, preprocessing: Preprocessin
     if path.is_dir():
         inputs, labels, names = _read_image_folder(path, preprocessing)
         kind, prep = "images", preprocessing_table(preprocessing)
-        digest = _sha256_tree(path)
+        digest = sha256_of(path)
     elif path.suffix == ".npz":
         inputs, labels, names, prep = _read_npz(path)
-        kind, digest = "npz", _sha256_file(path)
+        kind, digest = "npz", sha256_of(path)
         prep = prep or preprocessing_table(preprocessing)
     else:
-        raise InputError(f"data '{path.name}' is neither an .npz file nor a folder", hint="save arrays with numpy.savez(path, inputs=..., labels=...)")
+        raise InputError(
+            f"data '{path.name}' is neither an .npz file nor a folder",
+            hint="save arrays with numpy.savez(path, inputs=..., labels=...)",
+        )
     return _split(inputs, labels, names, prep, kind, config, {"path": str(path), "sha256": digest})
 
 
@@ -74,7 +77,13 @@ def synthetic_data(config: DataConfig, example: np.ndarray) -> Dataset:
         calibration=inputs[:half],
         evaluation=inputs[half:],
         kind="synthetic",
-        provenance={"path": None, "sha256": None, "seed": config.seed, "calibration_size": half, "evaluation_size": len(inputs) - half},
+        provenance={
+            "path": None,
+            "sha256": None,
+            "seed": config.seed,
+            "calibration_size": half,
+            "evaluation_size": len(inputs) - half,
+        },
     )
 
 
@@ -92,7 +101,14 @@ def check_shape(data: Dataset, example: np.ndarray) -> None:
 
 
 def preprocessing_table(p: Preprocessing) -> dict[str, Any]:
-    return {"layout": p.layout, "color": p.color, "resize": list(p.resize), "scale": p.scale, "mean": list(p.mean), "std": list(p.std)}
+    return {
+        "layout": p.layout,
+        "color": p.color,
+        "resize": list(p.resize),
+        "scale": p.scale,
+        "mean": list(p.mean),
+        "std": list(p.std),
+    }
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...], dict[str, Any]]:
@@ -102,10 +118,15 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...
     except Exception as exc:  # numpy raises several types for a damaged zip
         raise InputError(f"data '{path.name}' is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if "inputs" not in arrays:
-        raise InputError(f"data '{path.name}' has no 'inputs' array (found: {', '.join(arrays) or 'nothing'})", hint="numpy.savez(path, inputs=x, labels=y)")
+        raise InputError(
+            f"data '{path.name}' has no 'inputs' array (found: {', '.join(arrays) or 'nothing'})",
+            hint="numpy.savez(path, inputs=x, labels=y)",
+        )
     inputs, labels = arrays["inputs"], arrays.get("labels")
     if inputs.ndim == 0 or len(inputs) < 2:
-        raise InputError(f"data '{path.name}' holds {0 if inputs.ndim == 0 else len(inputs)} samples; at least 2 are needed")
+        raise InputError(
+            f"data '{path.name}' holds {0 if inputs.ndim == 0 else len(inputs)} samples; at least 2 are needed"
+        )
     if inputs.dtype == np.float64:
         inputs = inputs.astype(np.float32)
     if labels is not None and labels.shape != (len(inputs),):
@@ -122,7 +143,9 @@ def _read_image_folder(path: Path, p: Preprocessing) -> tuple[np.ndarray, np.nda
     except ImportError:
         from edgekit.errors import MissingDependencyError
 
-        raise MissingDependencyError("reading image folders needs Pillow", hint="pip install 'edgekit-deploy[images]'") from None
+        raise MissingDependencyError(
+            "reading image folders needs Pillow", hint="pip install 'edgekit-deploy[images]'"
+        ) from None
     classes = sorted(d.name for d in path.iterdir() if d.is_dir())
     inputs, labels = [], []
     for index, name in enumerate(classes):
@@ -138,7 +161,10 @@ def _read_image_folder(path: Path, p: Preprocessing) -> tuple[np.ndarray, np.nda
             inputs.append(apply_preprocessing(np.asarray(image), p))
             labels.append(index)
     if len(inputs) < 2:
-        raise InputError(f"image folder '{path}' holds {len(inputs)} images in class subfolders; at least 2 are needed", hint="lay it out as <folder>/<label>/<image>.png")
+        raise InputError(
+            f"image folder '{path}' holds {len(inputs)} images in class subfolders; at least 2 are needed",
+            hint="lay it out as <folder>/<label>/<image>.png",
+        )
     return np.stack(inputs), np.asarray(labels, dtype=np.int64), tuple(classes)
 
 
@@ -168,21 +194,11 @@ def _split(inputs, labels, names, prep, kind, config: DataConfig, provenance) ->
         label_names=names,
         preprocessing=prep,
         kind=kind,
-        provenance={**provenance, "samples": n, "seed": config.seed, "calibration_size": n_cal, "evaluation_size": n_eval},
+        provenance={
+            **provenance,
+            "samples": n,
+            "seed": config.seed,
+            "calibration_size": n_cal,
+            "evaluation_size": n_eval,
+        },
     )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256_tree(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(_sha256_file(file).encode())
-    return digest.hexdigest()

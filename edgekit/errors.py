@@ -73,3 +73,9 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """Return "ExceptionType: first line of its message", cut to `limit` characters, for one-line errors."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:limit].rstrip(": ")

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 
-def measure(runners: dict[str, Callable[[np.ndarray], object]], sample: np.ndarray, *, warmup: int, runs: int) -> dict[str, dict[str, float]]:
+def measure(
+    runners: dict[str, Callable[[np.ndarray], object]], sample: np.ndarray, *, warmup: int, runs: int
+) -> dict[str, dict[str, float]]:
     """Time each runner on `sample` in rounds (one call of each per round) and return ms statistics.
 
     Interleaving keeps a noisy, shared machine from favouring whichever runner went first.

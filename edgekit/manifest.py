@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
+from edgekit.hashing import sha256_of
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED = ("schema_version", "name", "target", "artifact", "toolchain", "recipe", "io", "runtime", "accuracy", "files")
-
-
-def sha256_of(path: Path) -> str:
-    """Return the sha256 of a file, or of a folder's files and relative names (an .mlpackage)."""
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(file.relative_to(path)).encode())
-            digest.update(file.read_bytes())
-    else:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def size_of(path: Path) -> int:
@@ -62,7 +50,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if missing:
         raise InputError(f"{path} lacks {', '.join(missing)}")
     if manifest["schema_version"] > SCHEMA_VERSION:
-        raise InputError(f"{path} has schema version {manifest['schema_version']}; this edgekit reads up to {SCHEMA_VERSION}", hint="upgrade edgekit")
+        raise InputError(
+            f"{path} has schema version {manifest['schema_version']}; this edgekit reads up to {SCHEMA_VERSION}",
+            hint="upgrade edgekit",
+        )
     return manifest
 
 

@@ -8,7 +8,6 @@ because unpickling runs arbitrary code.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import zipfile
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.hashing import sha256_of
 
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".jit")
 _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
@@ -40,7 +40,6 @@ def load_model(
     input_dtype: str = "float32",
 ) -> LoadedModel:
     """Load `spec` and find an example input; raise InputError with a fix for anything unusable."""
-    import torch
 
     path = Path(spec)
     if path.suffix in MODEL_SUFFIXES or path.exists():
@@ -49,17 +48,27 @@ def load_model(
         if weights is not None:
             raise InputError("--weights goes with a MODULE:FACTORY model spec, not a model file")
         if path.suffix not in MODEL_SUFFIXES:
-            raise InputError(f"'{path.name}' is not a model file edgekit reads", hint=f"give one of {', '.join(MODEL_SUFFIXES)} or MODULE:FACTORY")
-        facts = {"path": str(path), "sha256": _sha256(path)}
+            raise InputError(
+                f"'{path.name}' is not a model file edgekit reads",
+                hint=f"give one of {', '.join(MODEL_SUFFIXES)} or MODULE:FACTORY",
+            )
+        facts = {"path": str(path), "sha256": sha256_of(path)}
         if path.suffix == ".pt2":
             module, example = _load_exported(path)
             return LoadedModel(module=module, example_input=example, facts={**facts, "format": "torch.export"})
         module, fmt = _load_torch_file(path, allow_pickle)
     elif ":" in spec:
         module, fmt = _load_factory(spec, weights), "factory"
-        facts = {"spec": spec, "weights": str(weights) if weights else None, "sha256": _sha256(weights) if weights else None}
+        facts = {
+            "spec": spec,
+            "weights": str(weights) if weights else None,
+            "sha256": sha256_of(weights) if weights else None,
+        }
     else:
-        raise InputError(f"model '{spec}' is neither a file nor a MODULE:FACTORY spec", hint="e.g. model.pt2, or my_package.models:build")
+        raise InputError(
+            f"model '{spec}' is neither a file nor a MODULE:FACTORY spec",
+            hint="e.g. model.pt2, or my_package.models:build",
+        )
     module = eval_mode(module)
     example = _example_input(module, input_shape, input_dtype)
     return LoadedModel(module=module, example_input=example, facts={**facts, "format": fmt})
@@ -94,14 +103,18 @@ def _load_exported(path: Path) -> tuple[Any, np.ndarray]:
 
     hint = "save it with torch.export.save(torch.export.export(model, args), path)"
     if not zipfile.is_zipfile(path):
-        raise InputError(f"'{path.name}' is not a readable torch.export file (not a zip archive: corrupt or wrong type)", hint=hint)
+        raise InputError(
+            f"'{path.name}' is not a readable torch.export file (not a zip archive: corrupt or wrong type)", hint=hint
+        )
     torch_export_log = logging.getLogger("torch.export")
     level = torch_export_log.level
     torch_export_log.setLevel(logging.ERROR)  # it logs a whole traceback before its own fallback
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise InputError(f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint=hint) from None
+        raise InputError(
+            f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint=hint
+        ) from None
     finally:
         torch_export_log.setLevel(level)
     args = program.example_inputs[0] if program.example_inputs else ()
@@ -116,7 +129,10 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     import torch
 
     if not zipfile.is_zipfile(path):
-        raise InputError(f"'{path.name}' is not a PyTorch archive (corrupt or wrong file type)", hint="save with torch.export.save, torch.jit.save or torch.save")
+        raise InputError(
+            f"'{path.name}' is not a PyTorch archive (corrupt or wrong file type)",
+            hint="save with torch.export.save, torch.jit.save or torch.save",
+        )
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
@@ -131,7 +147,10 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     except Exception as exc:
         raise InputError(f"'{path.name}' cannot be read ({type(exc).__name__}: {exc})") from None
     if isinstance(content, dict):
-        raise InputError(f"'{path.name}' holds a state dict, not a model", hint=f"pass the model's factory: edgekit build MODULE:FACTORY --weights {path.name}")
+        raise InputError(
+            f"'{path.name}' holds a state dict, not a model",
+            hint=f"pass the model's factory: edgekit build MODULE:FACTORY --weights {path.name}",
+        )
     if not allow_pickle:
         raise InputError(
             f"'{path.name}' is a pickled module; loading it would execute code stored in the file",
@@ -140,7 +159,10 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise InputError(f"'{path.name}' failed to unpickle ({type(exc).__name__}: {exc})", hint="the classes it needs must be importable") from None
+        raise InputError(
+            f"'{path.name}' failed to unpickle ({type(exc).__name__}: {exc})",
+            hint="the classes it needs must be importable",
+        ) from None
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"'{path.name}' holds a {type(module).__name__}, not an nn.Module")
     return module, "pickle"
@@ -161,7 +183,9 @@ def _load_factory(spec: str, weights: Path | None) -> Any:
         else:
             module = importlib.import_module(target)
     except ImportError as exc:
-        raise InputError(f"cannot import '{target}' ({exc})", hint="check the spelling and that it is on PYTHONPATH") from None
+        raise InputError(
+            f"cannot import '{target}' ({exc})", hint="check the spelling and that it is on PYTHONPATH"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"'{target}' has no callable '{attr}'")
@@ -181,12 +205,17 @@ def _load_weights(model: Any, weights: Path) -> None:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"'{weights.name}' is not a state dict loadable with weights_only=True ({type(exc).__name__})", hint="save it with torch.save(model.state_dict(), path)") from None
+        raise InputError(
+            f"'{weights.name}' is not a state dict loadable with weights_only=True ({type(exc).__name__})",
+            hint="save it with torch.save(model.state_dict(), path)",
+        ) from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()
-        raise InputError(f"'{weights.name}' does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
+        raise InputError(
+            f"'{weights.name}' does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}"
+        ) from None
 
 
 def _example_input(module: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -199,8 +228,7 @@ def _example_input(module: Any, shape: tuple[int, ...], dtype: str) -> np.ndarra
     make = getattr(module, "example_input", None)
     if callable(make):
         return make().detach().numpy()
-    raise InputError("the model's input shape is unknown", hint="pass --input-shape 1,3,224,224 (or set input.shape in the recipe), or use a .pt2 file")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    raise InputError(
+        "the model's input shape is unknown",
+        hint="pass --input-shape 1,3,224,224 (or set input.shape in the recipe), or use a .pt2 file",
+    )

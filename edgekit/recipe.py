@@ -236,7 +236,9 @@ def _from_table(cls: type, table: Any, path: str) -> Any:
     for key, raw in table.items():
         key_path = f"{path}.{key}" if path else key
         if key not in names:
-            raise ConfigError(f"unknown recipe key '{key_path}'", hint=did_you_mean(key, names) or f"known keys: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown recipe key '{key_path}'", hint=did_you_mean(key, names) or f"known keys: {', '.join(names)}"
+            )
         values[key] = _coerce(hints[key], raw, key_path)
     return cls(**values)
 
@@ -265,4 +267,3 @@ def _coerce(kind: Any, raw: Any, path: str) -> Any:
     if kind in (bool, str) and isinstance(raw, kind):
         return raw
     raise ConfigError(f"'{path}' must be {kind.__name__}, got {raw!r}")
-

@@ -19,12 +19,12 @@ def render(manifest: dict[str, Any]) -> str:
     )
     gate = acc.get("gate", {})
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(manifest['name'])} for {html.escape(manifest['target']['name'])}</title>
+<html><head><meta charset="utf-8"><title>{html.escape(manifest["name"])} for {html.escape(manifest["target"]["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:56em;margin:2em auto}}td{{padding:.2em 1em}}pre{{background:#f4f4f4;padding:1em}}</style></head>
 <body>
-<h1>{html.escape(manifest['name'])} &rarr; {html.escape(manifest['target']['name'])} ({html.escape(manifest['artifact']['file'])})</h1>
-<p><b>Accuracy status: {html.escape(acc['status'])}</b> &mdash; gate <code>{html.escape(str(gate.get('rule')))}</code>:
-{html.escape(str(gate.get('passed')))}; checked with {html.escape(acc.get('checked_with', ''))}. {html.escape(acc.get('reason', ''))}</p>
+<h1>{html.escape(manifest["name"])} &rarr; {html.escape(manifest["target"]["name"])} ({html.escape(manifest["artifact"]["file"])})</h1>
+<p><b>Accuracy status: {html.escape(acc["status"])}</b> &mdash; gate <code>{html.escape(str(gate.get("rule")))}</code>:
+{html.escape(str(gate.get("passed")))}; checked with {html.escape(acc.get("checked_with", ""))}. {html.escape(acc.get("reason", ""))}</p>
 <table>{rows}</table>
 <h2>Warnings</h2><ul>{warnings}</ul>
 {sections}

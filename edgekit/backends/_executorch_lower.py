@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.errors import ExportError, InputError
+from edgekit.errors import ExportError, InputError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,7 @@ def export_program(model: torch.nn.Module, example: np.ndarray) -> torch.export.
     except Exception as exc:  # torch.export raises UserError, GuardOn..., TypeError, ...
         where = _user_frame(exc)
         raise ExportError(
-            f"torch.export cannot trace the model: {type(exc).__name__}: {_first_line(exc)}" + (f" (at {where})" if where else ""),
+            f"torch.export cannot trace the model: {first_line(exc)}" + (f" (at {where})" if where else ""),
             hint="data-dependent Python control flow (an `if` on a tensor value) cannot be exported: use torch.where/torch.cond, or move it out of forward()",
         ) from exc
 
@@ -62,7 +62,12 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: Path) -> dict[str,
     _check_kernels(operators, graph)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(executorch_program.buffer)
-    return {**delegation_facts(graph), "operators": operators, "kernels": kernel_libraries(operators), "pte_bytes": path.stat().st_size}
+    return {
+        **delegation_facts(graph),
+        "operators": operators,
+        "kernels": kernel_libraries(operators),
+        "pte_bytes": path.stat().st_size,
+    }
 
 
 def delegation_facts(graph: torch.fx.GraphModule) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def _lowering_error(exc: Exception, program: torch.export.ExportedProgram) -> Ex
     return ExportError(
         f"ExecuTorch cannot lower {what} for XNNPACK or its CPU kernels"
         + (f" (used at {where})" if where else "")
-        + f": {type(exc).__name__}: {_first_line(exc)}",
+        + f": {first_line(exc)}",
         hint="replace that operation with supported ops (torch.export Core ATen), or compute it outside the model",
     )
 
@@ -201,10 +206,3 @@ def _user_frame(exc: BaseException) -> str:
         return f"{Path(user[-1].filename).name}:{user[-1].lineno}: {(user[-1].line or '').strip()}"
     match = re.search(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', str(exc))
     return f"{Path(match.group(1)).name}:{match.group(2)}: {match.group(3).strip()}" if match else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).strip().splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return ""

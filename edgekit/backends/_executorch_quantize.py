@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekit.architecture import decide
 from edgekit.backends._executorch_lower import export_program
-from edgekit.errors import ConfigError, ExportError
+from edgekit.errors import ConfigError, ExportError, first_line
 from edgekit.recipe import CalibrationMethod, QuantizeConfig, Scheme
 
 if TYPE_CHECKING:
@@ -53,18 +53,25 @@ def choose_scheme(census: Counter[str], example: np.ndarray) -> tuple[Scheme, st
     )
 
 
-def static_int8(model: torch.nn.Module, example: np.ndarray, calibration: np.ndarray, config: QuantizeConfig) -> tuple[Any, Any, dict[str, Any]]:
+def static_int8(
+    model: torch.nn.Module, example: np.ndarray, calibration: np.ndarray, config: QuantizeConfig
+) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize with PT2E and XNNPACKQuantizer, calibrating one sample at a time.
 
     Returns the quantized model, its graph (to describe), and how it was quantized.
     """
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     _check_calibration_method(config)
     if len(calibration) == 0:
-        raise ExportError("int8-static needs calibration samples and there are none", hint="give --data, or use scheme int8-dynamic")
+        raise ExportError(
+            "int8-static needs calibration samples and there are none", hint="give --data, or use scheme int8-dynamic"
+        )
     graph = export_program(copy.deepcopy(model), example).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
     try:
@@ -75,13 +82,23 @@ def static_int8(model: torch.nn.Module, example: np.ndarray, calibration: np.nda
         converted = convert_pt2e(prepared)
     except Exception as exc:  # torchao raises many types; the user needs the op, not the stack
         raise ExportError(
-            f"PT2E static int8 quantization failed: {type(exc).__name__}: {_first_line(exc)}",
+            f"PT2E static int8 quantization failed: {first_line(exc)}",
             hint="try --set quantize.scheme=int8-dynamic (suits Linear/attention models) or fp32",
         ) from exc
-    return converted, converted, {"path": "pt2e XNNPACKQuantizer (symmetric, static)", "calibration_samples": int(len(calibration)), "per_channel": config.per_channel}
+    return (
+        converted,
+        converted,
+        {
+            "path": "pt2e XNNPACKQuantizer (symmetric, static)",
+            "calibration_samples": int(len(calibration)),
+            "per_channel": config.per_channel,
+        },
+    )
 
 
-def dynamic_int8(model: torch.nn.Module, example: np.ndarray, config: QuantizeConfig) -> tuple[Any, Any, dict[str, Any]]:
+def dynamic_int8(
+    model: torch.nn.Module, example: np.ndarray, config: QuantizeConfig
+) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize Linear weights to int8 with activations quantized at run time.
 
     torchao's `quantize_` runs first: PT2E dynamic quantization breaks on some BERT-style encoders
@@ -98,27 +115,44 @@ def dynamic_int8(model: torch.nn.Module, example: np.ndarray, config: QuantizeCo
 
         candidate = copy.deepcopy(model)
         try:
-            quantize_(candidate, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)))
+            quantize_(
+                candidate, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+            )
             program = export_program(candidate, example)  # proves it exports before we commit to this path
             return candidate, program.graph_module, {"path": _DYNAMIC_TORCHAO, "per_channel": True}
         except ExportError:
             raise
         except Exception as exc:
-            errors.append(f"torchao quantize_: {type(exc).__name__}: {_first_line(exc)}")
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+            errors.append(f"torchao quantize_: {first_line(exc)}")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     graph = export_program(copy.deepcopy(model), example).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True))
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True)
+    )
     try:
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
             prepared(torch.from_numpy(np.ascontiguousarray(example)))
         converted = convert_pt2e(prepared)
     except Exception as exc:
-        errors.append(f"pt2e dynamic: {type(exc).__name__}: {_first_line(exc)}")
-        raise ExportError("int8-dynamic quantization failed: " + "; ".join(errors), hint="try --set quantize.scheme=fp32") from exc
-    return converted, converted, {"path": _DYNAMIC_PT2E, "per_channel": config.per_channel, **({"fallback_reason": errors[0]} if errors else {})}
+        errors.append(f"pt2e dynamic: {first_line(exc)}")
+        raise ExportError(
+            "int8-dynamic quantization failed: " + "; ".join(errors), hint="try --set quantize.scheme=fp32"
+        ) from exc
+    return (
+        converted,
+        converted,
+        {
+            "path": _DYNAMIC_PT2E,
+            "per_channel": config.per_channel,
+            **({"fallback_reason": errors[0]} if errors else {}),
+        },
+    )
 
 
 def quantize_facts(census: Counter[str], graph_module: torch.fx.GraphModule) -> dict[str, Any]:
@@ -163,10 +197,5 @@ def _check_calibration_method(config: QuantizeConfig) -> None:
     if config.calibration_method is not CalibrationMethod.MINMAX:
         raise ConfigError(
             f"quantize.calibration_method '{config.calibration_method.value}' is not offered by ExecuTorch's XNNPACKQuantizer",
-            hint="use quantize.calibration_method = \"minmax\" for target android",
+            hint='use quantize.calibration_method = "minmax" for target android',
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""

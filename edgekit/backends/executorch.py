@@ -46,7 +46,9 @@ class ExecuTorchBackend:
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(f"target android needs '{module}', which is not installed", hint=_HINT)
         if importlib.util.find_spec("executorch.runtime") is None:
-            raise MissingDependencyError("the installed executorch has no Python runtime (executorch.runtime)", hint=_HINT)
+            raise MissingDependencyError(
+                "the installed executorch has no Python runtime (executorch.runtime)", hint=_HINT
+            )
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ConfigError for an unknown key or a bad value in the target's [options]."""
@@ -58,7 +60,9 @@ class ExecuTorchBackend:
                 )
         abi = options.get("abi", "arm64-v8a")
         if abi not in ABIS:
-            raise ConfigError(f"option 'abi' cannot be {abi!r}", hint=did_you_mean(str(abi), ABIS) or f"one of: {', '.join(ABIS)}")
+            raise ConfigError(
+                f"option 'abi' cannot be {abi!r}", hint=did_you_mean(str(abi), ABIS) or f"one of: {', '.join(ABIS)}"
+            )
         for key, low in (("threads", 0), ("min_sdk", 21)):
             value = options.get(key, low)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -82,7 +86,9 @@ class ExecuTorchBackend:
             )
         float_program = export_program(model, example)
         census = q.op_census(float_program.graph_module)
-        scheme, because = (requested, "set by the recipe") if requested is not Scheme.AUTO else q.choose_scheme(census, example)
+        scheme, because = (
+            (requested, "set by the recipe") if requested is not Scheme.AUTO else q.choose_scheme(census, example)
+        )
         facts: dict[str, Any] = {"requested": requested.value, "scheme": scheme.value, "chosen_because": because}
         if scheme is Scheme.FP32:
             return state.with_facts("quantize", {**facts, "path": "none", "quantized_count": 0})
@@ -92,17 +98,25 @@ class ExecuTorchBackend:
         reference = ctx.workdir / REFERENCE_NAME
         reference_facts = lower_to_pte(float_program, reference)
         if scheme is Scheme.INT8_STATIC:
-            quantized, graph, how = q.static_int8(model, example, state.data.calibration if state.data else example[:0], ctx.recipe.quantize)
+            quantized, graph, how = q.static_int8(
+                model, example, state.data.calibration if state.data else example[:0], ctx.recipe.quantize
+            )
         else:
             quantized, graph, how = q.dynamic_int8(model, example, ctx.recipe.quantize)
         facts.update(how)
         facts.update(q.quantize_facts(q.op_census(graph), graph))
         state = state.evolve(model=quantized, reference_artifact=reference)
-        state = state.with_facts("quantize", facts).with_facts("export", {"reference": {"path": str(REFERENCE_NAME), "bytes": reference_facts["pte_bytes"]}})
+        state = state.with_facts("quantize", facts).with_facts(
+            "export", {"reference": {"path": str(REFERENCE_NAME), "bytes": reference_facts["pte_bytes"]}}
+        )
         if facts["quantized_count"] == 0:
             state = state.with_warning(
                 f"{scheme.value} quantization ran but quantized no compute op"
-                + (f" ({_fmt(facts['float_ops'])} stayed float)" if facts["float_ops"] else " (the model has no conv, linear or matmul)")
+                + (
+                    f" ({_fmt(facts['float_ops'])} stayed float)"
+                    if facts["float_ops"]
+                    else " (the model has no conv, linear or matmul)"
+                )
                 + ": the artifact is effectively fp32"
             )
         elif facts["float_count"]:
@@ -122,7 +136,11 @@ class ExecuTorchBackend:
             reference = ctx.workdir / REFERENCE_NAME
             reference.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(artifact, reference)
-            facts["reference"] = {"path": str(REFERENCE_NAME), "bytes": reference.stat().st_size, "same_as_artifact": True}
+            facts["reference"] = {
+                "path": str(REFERENCE_NAME),
+                "bytes": reference.stat().st_size,
+                "same_as_artifact": True,
+            }
         facts["export_batch"] = int(example.shape[0])
         state = state.evolve(artifact=artifact, reference_artifact=reference).with_facts("export", facts)
         if facts["non_delegated_nodes"]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
 from edgekit.backends import Runner, installed_versions
-from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean
+from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean, first_line
 from edgekit.recipe import Scheme
 
 if TYPE_CHECKING:
@@ -50,13 +50,18 @@ class OnnxRuntimeBackend:
         """Raise MissingDependencyError when onnx, onnxruntime or onnxscript is absent."""
         for module in ("torch", "onnx", "onnxruntime", "onnxscript"):
             if importlib.util.find_spec(module) is None:
-                raise MissingDependencyError(f"the ONNX Runtime targets need '{module}', which is not installed", hint=_HINT)
+                raise MissingDependencyError(
+                    f"the ONNX Runtime targets need '{module}', which is not installed", hint=_HINT
+                )
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ConfigError for an unknown key or a bad value in the target's [options]."""
         for key, value in options.items():
             if key not in OPTIONS:
-                raise ConfigError(f"unknown option '{key}' for backend onnxruntime", hint=did_you_mean(key, list(OPTIONS)) or f"known options: {', '.join(OPTIONS)}")
+                raise ConfigError(
+                    f"unknown option '{key}' for backend onnxruntime",
+                    hint=did_you_mean(key, list(OPTIONS)) or f"known options: {', '.join(OPTIONS)}",
+                )
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"option '{key}' must be a positive integer, got {value!r}", hint=OPTIONS[key])
         if options.get("opset", 18) < 17:
@@ -85,13 +90,24 @@ class OnnxRuntimeBackend:
                     input_names=[INPUT], output_names=[OUTPUT], external_data=False, optimize=True,
                 )  # fmt: skip
         except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}", hint="run with --traceback; an unsupported op is named above") from exc
+            raise ExportError(
+                f"torch.onnx.export failed: {first_line(exc)}",
+                hint="run with --traceback; an unsupported op is named above",
+            ) from exc
         exporter = f"torch.onnx.export(dynamo={dynamo})"
-        return state.evolve(reference_artifact=path).with_facts("export", {"exporter": exporter, "opset": opset, "float_bytes": path.stat().st_size})
+        return state.evolve(reference_artifact=path).with_facts(
+            "export", {"exporter": exporter, "opset": opset, "float_bytes": path.stat().st_size}
+        )
 
     def quantize(self, state: BuildState, ctx: BuildContext) -> BuildState:
         """Quantize the float ONNX file per the recipe into ctx.workdir/model.onnx."""
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         assert state.reference_artifact is not None and state.data is not None  # noqa: S101 - export ran
@@ -101,7 +117,12 @@ class OnnxRuntimeBackend:
             scheme, why = choose_int8_scheme(state.model, state.example_input)
             ctx.reporter.info(f"scheme auto -> {scheme.value}: {why}")
         out = ctx.workdir / self.artifact_name
-        facts: dict[str, Any] = {"requested": cfg.scheme.value, "scheme": scheme.value, "chosen_because": why, "tool": "onnxruntime.quantization"}
+        facts: dict[str, Any] = {
+            "requested": cfg.scheme.value,
+            "scheme": scheme.value,
+            "chosen_because": why,
+            "tool": "onnxruntime.quantization",
+        }
         if scheme is Scheme.FP32:
             shutil.copyfile(state.reference_artifact, out)
             return state.evolve(artifact=out).with_facts("quantize", {**facts, **quantized_ops(out)})
@@ -109,7 +130,11 @@ class OnnxRuntimeBackend:
         try:
             quant_pre_process(str(state.reference_artifact), str(prepared), skip_symbolic_shape=True)
             if scheme is Scheme.INT8_STATIC:
-                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[cfg.calibration_method.value]
+                method = {
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[cfg.calibration_method.value]
                 quantize_static(
                     str(prepared), str(out), _Calibration(state.data.calibration), quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -119,14 +144,24 @@ class OnnxRuntimeBackend:
                           "calibration_method": cfg.calibration_method.value, "calibration_samples": len(state.data.calibration)}  # fmt: skip
             else:
                 quantize_dynamic(str(prepared), str(out), per_channel=cfg.per_channel, weight_type=QuantType.QInt8)
-                facts |= {"format": "dynamic (MatMulInteger/ConvInteger)", "activations": "uint8 at run time", "weights": "int8", "per_channel": cfg.per_channel}
+                facts |= {
+                    "format": "dynamic (MatMulInteger/ConvInteger)",
+                    "activations": "uint8 at run time",
+                    "weights": "int8",
+                    "per_channel": cfg.per_channel,
+                }
         except Exception as exc:
-            raise ExportError(f"ONNX Runtime quantization failed: {_first_line(exc)}", hint="try --set quantize.scheme=int8-dynamic or fp32") from exc
+            raise ExportError(
+                f"ONNX Runtime quantization failed: {first_line(exc)}",
+                hint="try --set quantize.scheme=int8-dynamic or fp32",
+            ) from exc
         _drop_shape_annotations(out)
         ops = quantized_ops(out)
         state = state.evolve(artifact=out).with_facts("quantize", {**facts, **ops})
         if not ops["quantized_ops"]:
-            state = state.with_warning("int8 quantization ran but quantized no Conv/MatMul/Gemm op: the artifact is effectively float")
+            state = state.with_warning(
+                "int8 quantization ran but quantized no Conv/MatMul/Gemm op: the artifact is effectively float"
+            )
         return state
 
     def runner(self, state: BuildState, ctx: BuildContext) -> Runner:
@@ -161,7 +196,7 @@ class OnnxRuntimeBackend:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise ExportError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from exc
+            raise ExportError(f"onnxruntime cannot load {path.name}: {first_line(exc)}") from exc
         name = session.get_inputs()[0].name
         return lambda batch: session.run(None, {name: batch})[0]
 
@@ -181,8 +216,12 @@ def quantized_ops(path: Path) -> dict[str, Any]:
     import onnx
 
     model = onnx.load(str(path))
-    int8_initializers = {t.name for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
-    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_initializers}
+    int8_initializers = {
+        t.name for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    }
+    dequantized = {
+        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_initializers
+    }
     quantized: Counter[str] = Counter()
     floating: Counter[str] = Counter()
     for node in model.graph.node:
@@ -206,8 +245,3 @@ def _drop_shape_annotations(path: Path) -> None:
     model = onnx.load(str(path))
     del model.graph.value_info[:]
     onnx.save(model, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]

@@ -45,20 +45,30 @@ def recover(
         return {"mode": mode.value, "steps": 0}
     if mode is RecoveryMode.FINETUNE:
         target = torch.from_numpy(np.asarray(labels)).long()
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda out, y: nn.functional.cross_entropy(out.reshape(len(out), -1), y)  # noqa: E731
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda out, y: nn.functional.cross_entropy(
+            out.reshape(len(out), -1), y
+        )  # noqa: E731
     else:
         target = outputs(teacher, x)
         loss_fn = lambda out, y: nn.functional.mse_loss(out, y)  # noqa: E731
     before = _loss(student, x, target, loss_fn)
     facts: dict[str, Any] = {
         "mode": mode.value,
-        "loss": "cross-entropy on the calibration labels" if mode is RecoveryMode.FINETUNE else "MSE to the float model's outputs",
+        "loss": "cross-entropy on the calibration labels"
+        if mode is RecoveryMode.FINETUNE
+        else "MSE to the float model's outputs",
         "samples": len(x),
         "loss_before": before,
     }
     batch = min(config.batch_size, len(x))
     if batch < 2:  # BatchNorm cannot learn from a batch of one
-        return {**facts, "steps": 0, "seconds": 0.0, "loss_after": before, "skipped": "fewer than 2 calibration samples"}
+        return {
+            **facts,
+            "steps": 0,
+            "seconds": 0.0,
+            "loss_after": before,
+            "skipped": "fewer than 2 calibration samples",
+        }
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -92,11 +102,24 @@ def recover(
         student.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
     after = _loss(student, x, target, loss_fn)
-    return {**facts, "steps": steps, "stopped_by": stopped_by, "seconds": round(seconds, 3), "loss_after": after,
-            "batch_size": batch, "learning_rate": config.learning_rate, "seed": seed}
+    return {
+        **facts,
+        "steps": steps,
+        "stopped_by": stopped_by,
+        "seconds": round(seconds, 3),
+        "loss_after": after,
+        "batch_size": batch,
+        "learning_rate": config.learning_rate,
+        "seed": seed,
+    }
 
 
-def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+def _loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> float:
     model.eval()
     return round(float(loss_fn(outputs(model, x), target)), 6)
 

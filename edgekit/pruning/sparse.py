@@ -23,7 +23,8 @@ def eligible_layers(model: nn.Module, kept: list[str], min_elements: int) -> lis
     cost accuracy and save nothing.
     """
     return [
-        name for name, m in model.named_modules()
+        name
+        for name, m in model.named_modules()
         if isinstance(m, PRUNABLE) and name not in kept and m.weight.numel() > min_elements
     ]
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekit.errors import ConfigError, InputError, did_you_mean
+from edgekit.errors import ConfigError, InputError, did_you_mean, first_line
 from edgekit.pruning.counting import PRUNABLE
 from edgekit.recipe import Importance, PruneConfig
 
@@ -24,7 +24,9 @@ MAX_LAYER_RATIO = 0.9  # global pruning may thin one layer a lot, but never empt
 def check_prunable(model: nn.Module) -> None:
     """Raise InputError unless `model` is a Python nn.Module made of conv / linear layers."""
     if isinstance(model, torch.jit.ScriptModule):
-        raise InputError("pruning needs the model's Python class; a TorchScript archive has none to rewrite", hint=FACTORY_HINT)
+        raise InputError(
+            "pruning needs the model's Python class; a TorchScript archive has none to rewrite", hint=FACTORY_HINT
+        )
     if not any(isinstance(m, PRUNABLE) for m in model.modules()):
         kind = "a torch.export graph (.pt2)" if isinstance(model, torch.fx.GraphModule) else "this model"
         raise InputError(
@@ -45,10 +47,15 @@ def kept_layers(model: nn.Module, example: torch.Tensor, keep_layers: tuple[str,
         layers = [n for n, m in modules.items() if isinstance(m, PRUNABLE)]
         raise ConfigError(
             f"prune.keep_layers names {unknown[0]!r}, which is not a module of the model",
-            hint=did_you_mean(unknown[0], list(modules)) or f"layers: {', '.join(layers[:12])}{' ...' if len(layers) > 12 else ''}",
+            hint=did_you_mean(unknown[0], list(modules))
+            or f"layers: {', '.join(layers[:12])}{' ...' if len(layers) > 12 else ''}",
         )
     order: list[str] = []
-    handles = [m.register_forward_hook(lambda _m, _i, _o, n=n: order.append(n)) for n, m in modules.items() if isinstance(m, PRUNABLE)]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, _o, n=n: order.append(n))
+        for n, m in modules.items()
+        if isinstance(m, PRUNABLE)
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -89,7 +96,9 @@ def prune_channels(
         )
         if config.importance is Importance.TAYLOR:
             if taylor_loss is None:
-                raise ConfigError("prune.importance = \"taylor\" needs calibration data for its gradients", hint="use importance = \"l1\"")
+                raise ConfigError(
+                    'prune.importance = "taylor" needs calibration data for its gradients', hint='use importance = "l1"'
+                )
             model.zero_grad()
             taylor_loss(model).backward()
         pruner.step()
@@ -97,14 +106,16 @@ def prune_channels(
         raise
     except Exception as exc:
         raise InputError(
-            f"structured pruning could not trace this model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            f"structured pruning could not trace this model ({first_line(exc)})",
             hint="name the layers it fails on in prune.keep_layers, or set prune.ratio = 0",
         ) from exc
     finally:
         model.zero_grad(set_to_none=True)
 
 
-def taylor_loss_fn(inputs: torch.Tensor, labels: torch.Tensor | None, teacher: Any) -> Callable[[nn.Module], torch.Tensor]:
+def taylor_loss_fn(
+    inputs: torch.Tensor, labels: torch.Tensor | None, teacher: Any
+) -> Callable[[nn.Module], torch.Tensor]:
     """Return a loss for Taylor importance: cross-entropy on the labels, else on the float model's top-1.
 
     A distillation loss would be zero (the student starts equal to the teacher), and so would its gradients.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgekit.data import check_shape, load_data
-from edgekit.errors import InputError
+from edgekit.errors import InputError, first_line
 from edgekit.modelio import load_model, run_torch
 from edgekit.pipeline import BuildContext, BuildState
 
@@ -26,17 +26,28 @@ class LoadStage:
         )
         example = loaded.example_input
         if recipe.input.shape and tuple(example.shape) != tuple(recipe.input.shape):
-            raise InputError(f"the model was exported for input shape {tuple(example.shape)}, but the recipe asks for {tuple(recipe.input.shape)}", hint="drop --input-shape, or re-export the model")
+            raise InputError(
+                f"the model was exported for input shape {tuple(example.shape)}, but the recipe asks for {tuple(recipe.input.shape)}",
+                hint="drop --input-shape, or re-export the model",
+            )
         if example.shape[0] != 1:
-            raise InputError(f"the model input has batch size {example.shape[0]}; edgekit builds artifacts with batch size 1", hint="export the model with a batch-1 example input")
+            raise InputError(
+                f"the model input has batch size {example.shape[0]}; edgekit builds artifacts with batch size 1",
+                hint="export the model with a batch-1 example input",
+            )
         data = load_data(request.data, recipe.data, recipe.preprocessing, example)
         check_shape(data, example)
         if data.is_synthetic:
-            state = state.with_warning("no --data given: calibrated on synthetic inputs; accuracy is NOT checked (status 'skipped')")
+            state = state.with_warning(
+                "no --data given: calibrated on synthetic inputs; accuracy is NOT checked (status 'skipped')"
+            )
         try:
             baseline = run_torch(loaded.module, data.evaluation)
         except Exception as exc:
-            raise InputError(f"the float model failed on the data ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", hint="check the data's shape and dtype against the model") from None
-        return state.evolve(float_model=loaded.module, model=loaded.module, example_input=example, data=data, baseline=baseline).with_facts(
-            "source", loaded.facts
-        )
+            raise InputError(
+                f"the float model failed on the data ({first_line(exc)})",
+                hint="check the data's shape and dtype against the model",
+            ) from None
+        return state.evolve(
+            float_model=loaded.module, model=loaded.module, example_input=example, data=data, baseline=baseline
+        ).with_facts("source", loaded.facts)

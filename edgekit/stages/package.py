@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ class PackageStage:
         accuracy = state.facts.get("accuracy", {})
         gate_failed = accuracy.get("gate", {}).get("passed") is False
         if gate_failed and not ctx.allow_accuracy_failure:
-            raise AccuracyGateError(_gate_message(accuracy) + "; no artifact written", hint="inspect the metrics with --json, or pass --allow-accuracy-failure to keep the artifact marked failed")
+            raise AccuracyGateError(
+                _gate_message(accuracy) + "; no artifact written",
+                hint="inspect the metrics with --json, or pass --allow-accuracy-failure to keep the artifact marked failed",
+            )
         final = artifact_dir(ctx)
         staging = final.with_name(final.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -77,7 +80,9 @@ def _fill(folder: Path, state: BuildState, ctx: BuildContext) -> None:
         shutil.copyfile(state.artifact, artifact)
     if (ctx.workdir / "golden").is_dir():
         shutil.copytree(ctx.workdir / "golden", folder / "golden")
-    (folder / "recipe.lock.toml").write_text(f"# resolved recipe of this artifact (edgekit {_version()})\n" + dumps(recipe_to_table(ctx.recipe)))
+    (folder / "recipe.lock.toml").write_text(
+        f"# resolved recipe of this artifact (edgekit {_version()})\n" + dumps(recipe_to_table(ctx.recipe))
+    )
     manifest = _manifest(state, ctx, artifact)
     (folder / "report.html").write_text(report.render({**manifest, "files": {}}))
     write_manifest(folder, manifest)
@@ -93,16 +98,38 @@ def _manifest(state: BuildState, ctx: BuildContext, artifact: Path) -> dict[str,
     facts = {key: dict(value) for key, value in state.facts.items()}
     return {
         "name": artifact_name(ctx),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "target": {"name": ctx.target.name, "description": ctx.target.description, "backend": ctx.backend.name, "device": ctx.target.device},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": {
+            "name": ctx.target.name,
+            "description": ctx.target.description,
+            "backend": ctx.backend.name,
+            "device": ctx.target.device,
+        },
         "artifact": {"file": ctx.backend.artifact_name, "format": ctx.backend.name},
         "edgekit": {"version": _version()},
-        "toolchain": {**ctx.backend.versions(), "python": platform.python_version(), "numpy": np.__version__, "host": f"{platform.system()} {platform.machine()}"},
+        "toolchain": {
+            **ctx.backend.versions(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "host": f"{platform.system()} {platform.machine()}",
+        },
         "source_model": facts.get("source", {}),
         "recipe": recipe_to_table(ctx.recipe),
         "io": {
-            "inputs": [{"name": contract.get("input_name", "input"), "shape": list(state.example_input.shape), "dtype": contract.get("input_dtype", str(state.example_input.dtype))}],
-            "outputs": [{"name": contract.get("output_name", "output"), "shape": [1, *state.baseline.shape[1:]], "dtype": "float32"}],
+            "inputs": [
+                {
+                    "name": contract.get("input_name", "input"),
+                    "shape": list(state.example_input.shape),
+                    "dtype": contract.get("input_dtype", str(state.example_input.dtype)),
+                }
+            ],
+            "outputs": [
+                {
+                    "name": contract.get("output_name", "output"),
+                    "shape": [1, *state.baseline.shape[1:]],
+                    "dtype": "float32",
+                }
+            ],
             "preprocessing": data.preprocessing if data else {},
             "labels": list(data.label_names) if data else [],
         },

@@ -57,8 +57,10 @@ class PruneStage:
         method = config.method
         masks = None
         if method is PruneMethod.STRUCTURED:
-            ctx.reporter.info(f"removing {config.ratio:.0%} of the channels ({config.importance.value} importance, "
-                              f"{'global' if config.global_pruning else 'per layer'}; kept: {', '.join(kept)})")
+            ctx.reporter.info(
+                f"removing {config.ratio:.0%} of the channels ({config.importance.value} importance, "
+                f"{'global' if config.global_pruning else 'per layer'}; kept: {', '.join(kept)})"
+            )
             taylor = structured.taylor_loss_fn(*_taylor_batch(state), teacher=state.float_model)
             structured.prune_channels(model, example, config, kept, taylor_loss=taylor)
         else:
@@ -72,7 +74,9 @@ class PruneStage:
                 masks = sparse.magnitude_masks(model, layers, config.ratio, config.global_pruning)
             sparse.apply_masks(model, masks)
             if not layers:
-                state = state.with_warning(f"pruning: no layer has more than {threshold} weights (options.weight_threshold); nothing was sparsified")
+                state = state.with_warning(
+                    f"pruning: no layer has more than {threshold} weights (options.weight_threshold); nothing was sparsified"
+                )
 
         shape = _output_shape(model, example)
         if shape != reference_shape:
@@ -86,8 +90,16 @@ class PruneStage:
             "importance": config.importance.value if method is PruneMethod.STRUCTURED else "magnitude",
             "global": config.global_pruning,
             "kept_layers": kept,
-            "parameters": {"before": params_before, "after": params_after, "ratio": round(params_after / params_before, 4)},
-            "macs": {"before": macs_before, "after": macs_after, "ratio": round(macs_after / macs_before, 4) if macs_before else None},
+            "parameters": {
+                "before": params_before,
+                "after": params_after,
+                "ratio": round(params_after / params_before, 4),
+            },
+            "macs": {
+                "before": macs_before,
+                "after": macs_after,
+                "ratio": round(macs_after / macs_before, 4) if macs_before else None,
+            },
         }
         if method is PruneMethod.STRUCTURED:
             facts["channels_changed"] = counting.channel_changes(channels_before, counting.channels(model))
@@ -103,18 +115,30 @@ class PruneStage:
         facts["top1_before_recovery"] = accuracy.of(model)
         recovery = config.recovery
         if recovery.mode is not RecoveryMode.NONE:
-            ctx.reporter.info(f"recovering: {recovery.mode.value}, up to {recovery.steps} steps / {recovery.time_budget_s:g} s")
+            ctx.reporter.info(
+                f"recovering: {recovery.mode.value}, up to {recovery.steps} steps / {recovery.time_budget_s:g} s"
+            )
         facts["recovery"] = recover(
-            model, state.float_model, state.data.calibration, state.data.calibration_labels, recovery,
-            seed=ctx.recipe.data.seed, masks=masks, progress=ctx.reporter.info,
+            model,
+            state.float_model,
+            state.data.calibration,
+            state.data.calibration_labels,
+            recovery,
+            seed=ctx.recipe.data.seed,
+            masks=masks,
+            progress=ctx.reporter.info,
         )
         facts["recovery"]["data"] = _data_used(state, recovery.mode)
-        facts["top1_after_recovery"] = accuracy.of(model) if recovery.mode is not RecoveryMode.NONE else facts["top1_before_recovery"]
+        facts["top1_after_recovery"] = (
+            accuracy.of(model) if recovery.mode is not RecoveryMode.NONE else facts["top1_before_recovery"]
+        )
         if masks:
             facts["sparsity"] = counting.weight_sparsity(model, list(masks))
         ctx.reporter.info(_summary(facts))
         if state.data.is_synthetic and recovery.mode is not RecoveryMode.NONE:
-            state = state.with_warning("pruning recovery distilled on synthetic inputs: the pruned model's accuracy is unchecked")
+            state = state.with_warning(
+                "pruning recovery distilled on synthetic inputs: the pruned model's accuracy is unchecked"
+            )
         return state.evolve(model=model).with_facts("prune", facts)
 
 
@@ -122,23 +146,29 @@ def check_request(ctx: BuildContext, *, has_labels: bool) -> None:
     """Raise ConfigError for a pruning request this target or this data cannot honour."""
     config = ctx.recipe.prune
     if not 0 < config.ratio < 1:
-        raise ConfigError(f"prune.ratio must be between 0 and 1 (exclusive), got {config.ratio}", hint="e.g. prune.ratio = 0.3")
+        raise ConfigError(
+            f"prune.ratio must be between 0 and 1 (exclusive), got {config.ratio}", hint="e.g. prune.ratio = 0.3"
+        )
     backend = ctx.backend.name
     if config.method is not PruneMethod.STRUCTURED and backend not in SPARSE_BACKENDS:
         raise ConfigError(
-            f"prune.method = \"{config.method.value}\" would not shrink the {backend} artifact: {backend} stores "
+            f'prune.method = "{config.method.value}" would not shrink the {backend} artifact: {backend} stores '
             "zeroed weights densely, so the file keeps its size and speed",
-            hint="use prune.method = \"structured\" (whole channels removed)",
+            hint='use prune.method = "structured" (whole channels removed)',
         )
     if config.method is PruneMethod.N_M and not 0 < config.n < config.m:
-        raise ConfigError(f"prune.n must be between 1 and prune.m - 1, got n = {config.n}, m = {config.m}", hint="e.g. n = 2, m = 4")
+        raise ConfigError(
+            f"prune.n must be between 1 and prune.m - 1, got n = {config.n}, m = {config.m}", hint="e.g. n = 2, m = 4"
+        )
     if config.method is not PruneMethod.STRUCTURED and backend == "coreml":
-        from edgekit.backends.coreml import check_sparsity
+        from edgekit.backends.coreml.backend import check_sparsity
 
         check_sparsity(ctx)
     if config.recovery.mode is RecoveryMode.FINETUNE and not has_labels:
-        raise ConfigError("prune.recovery.mode = \"finetune\" needs labelled data (an .npz with 'labels', or an image folder)",
-                          hint="use prune.recovery.mode = \"distill\", which learns the float model's outputs")
+        raise ConfigError(
+            "prune.recovery.mode = \"finetune\" needs labelled data (an .npz with 'labels', or an image folder)",
+            hint='use prune.recovery.mode = "distill", which learns the float model\'s outputs',
+        )
     if config.recovery.steps < 0 or config.recovery.time_budget_s < 0 or config.recovery.batch_size < 1:
         raise ConfigError("prune.recovery.steps and time_budget_s must be >= 0 and batch_size >= 1")
 

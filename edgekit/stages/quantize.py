@@ -17,5 +17,7 @@ class QuantizeStage:
         scheme = ctx.recipe.quantize.scheme
         if scheme not in ctx.target.schemes:
             allowed = ", ".join(s.value for s in ctx.target.schemes)
-            raise ConfigError(f"target '{ctx.target.name}' does not support scheme '{scheme.value}'", hint=f"use one of: {allowed}")
+            raise ConfigError(
+                f"target '{ctx.target.name}' does not support scheme '{scheme.value}'", hint=f"use one of: {allowed}"
+            )
         return ctx.backend.quantize(state, ctx)

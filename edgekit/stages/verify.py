@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit import latency, metrics
 from edgekit.backends import Runner
-from edgekit.errors import ExportError
+from edgekit.errors import ExportError, first_line
 from edgekit.pipeline import BuildContext, BuildState
 from edgekit.recipe import GateConfig
 
@@ -29,7 +29,9 @@ class VerifyStage:
         runner = ctx.backend.runner(state, ctx)
         outputs = run_artifact(runner, state.data.evaluation)
         found = metrics.compare(state.baseline, outputs, state.data.evaluation_labels)
-        accuracy = judge(found, runner, ctx.recipe.gate, synthetic=state.data.is_synthetic, checked_with=_checked_with(ctx, runner))
+        accuracy = judge(
+            found, runner, ctx.recipe.gate, synthetic=state.data.is_synthetic, checked_with=_checked_with(ctx, runner)
+        )
         state = state.with_facts("accuracy", accuracy)
         if accuracy["status"] == "proxy":
             state = state.with_warning(f"accuracy status 'proxy': {runner.reason}")
@@ -44,13 +46,22 @@ def run_artifact(runner: Runner, inputs: np.ndarray) -> np.ndarray:
     try:
         return np.concatenate([np.asarray(runner.run(inputs[i : i + 1]), dtype=np.float32) for i in range(len(inputs))])
     except Exception as exc:
-        raise ExportError(f"the exported artifact failed to run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", hint="re-run with --traceback and report it if the model is supported") from exc
+        raise ExportError(
+            f"the exported artifact failed to run ({first_line(exc)})",
+            hint="re-run with --traceback and report it if the model is supported",
+        ) from exc
 
 
-def judge(found: dict[str, float], runner: Runner, gate: GateConfig, *, synthetic: bool, checked_with: str) -> dict[str, Any]:
+def judge(
+    found: dict[str, float], runner: Runner, gate: GateConfig, *, synthetic: bool, checked_with: str
+) -> dict[str, Any]:
     """Apply the gate to the metrics and name the status honestly."""
     if "top1_drop" in found:
-        rule, value, passed = f"top1_drop <= {gate.max_top1_drop}", found["top1_drop"], found["top1_drop"] <= gate.max_top1_drop
+        rule, value, passed = (
+            f"top1_drop <= {gate.max_top1_drop}",
+            found["top1_drop"],
+            found["top1_drop"] <= gate.max_top1_drop,
+        )
     else:
         rule, value, passed = f"sqnr_db >= {gate.min_sqnr_db}", found["sqnr_db"], found["sqnr_db"] >= gate.min_sqnr_db
     if synthetic:
@@ -96,12 +107,16 @@ def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> Bu
     if runner.mode != "runtime" or reference is None:
         return state.with_facts("latency", {"measured": False, "reason": "the artifact's runtime is not on this host"})
     cfg = ctx.recipe.latency
-    timed = latency.measure({"float": reference.run, "artifact": runner.run}, state.example_input, warmup=cfg.warmup, runs=cfg.runs)  # type: ignore[arg-type]
+    timed = latency.measure(
+        {"float": reference.run, "artifact": runner.run}, state.example_input, warmup=cfg.warmup, runs=cfg.runs
+    )  # type: ignore[arg-type]
     ratio = timed["artifact"]["median_ms"] / timed["float"]["median_ms"]
     facts = {"measured": True, "where": "this build host (not the device)", **timed, "artifact_over_float": ratio}
     state = state.with_facts("latency", facts)
     if ratio > 1.0 and ctx.recipe.quantize.scheme.value not in ("fp32", "fp16"):
-        state = state.with_warning(f"the quantized artifact is not faster than float on this host ({ratio:.2f}x float latency)")
+        state = state.with_warning(
+            f"the quantized artifact is not faster than float on this host ({ratio:.2f}x float latency)"
+        )
     return state
 
 

@@ -18,7 +18,14 @@ import torch
 from sklearn.datasets import load_digits
 
 HERE = Path(__file__).resolve().parent
-PREPROCESSING = {"layout": "NCHW", "color": "grayscale", "resize": [8, 8], "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+PREPROCESSING = {
+    "layout": "NCHW",
+    "color": "grayscale",
+    "resize": [8, 8],
+    "scale": 1 / 255,
+    "mean": [0.5],
+    "std": [0.5],
+}
 HELD_OUT = 600
 
 

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     import coremltools as ct
 
     manifest = json.loads((args.artifact / "manifest.json").read_text())
-    model = ct.models.MLModel(str(args.artifact / "model.mlpackage"), compute_units=getattr(ct.ComputeUnit, args.compute_units))
+    model = ct.models.MLModel(
+        str(args.artifact / "model.mlpackage"), compute_units=getattr(ct.ComputeUnit, args.compute_units)
+    )
     problems = check_metadata(model.user_defined_metadata, manifest)
 
     golden = manifest.get("golden", {})

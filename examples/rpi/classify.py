@@ -23,7 +23,9 @@ def load_artifact(folder: Path) -> tuple[ort.InferenceSession, dict]:
     manifest = json.loads((folder / "manifest.json").read_text())
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(manifest["runtime"].get("threads", 4))
-    session = ort.InferenceSession(str(folder / manifest["artifact"]["file"]), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(folder / manifest["artifact"]["file"]), options, providers=["CPUExecutionProvider"]
+    )
     return session, manifest
 
 

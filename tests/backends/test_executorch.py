@@ -26,8 +26,18 @@ def _build(model, example, calibration, evaluation, scheme, workdir: Path):  # t
     """Run quantize then export by hand, as the pipeline would, and return (state, ctx)."""
     backend = get_backend("executorch")
     target = load_target("android")
-    ctx = BuildContext(recipe=build_recipe(target.defaults, {"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=workdir)
-    state = BuildState(float_model=model, model=model, example_input=example, data=Dataset(calibration=calibration, evaluation=evaluation))
+    ctx = BuildContext(
+        recipe=build_recipe(target.defaults, {"quantize": {"scheme": scheme}}),
+        target=target,
+        backend=backend,
+        workdir=workdir,
+    )
+    state = BuildState(
+        float_model=model,
+        model=model,
+        example_input=example,
+        data=Dataset(calibration=calibration, evaluation=evaluation),
+    )
     state = backend.quantize(state, ctx)
     return backend.export(state, ctx), ctx
 
@@ -51,7 +61,14 @@ def images() -> dict[str, np.ndarray]:
 def cnn_int8(images, tmp_path_factory):  # type: ignore[no-untyped-def]
     model = tiny_cnn()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    state, ctx = _build(model, images["example"], images["calibration"], images["evaluation"], "int8-static", tmp_path_factory.mktemp("cnn"))
+    state, ctx = _build(
+        model,
+        images["example"],
+        images["calibration"],
+        images["evaluation"],
+        "int8-static",
+        tmp_path_factory.mktemp("cnn"),
+    )
     return model, before, state, ctx
 
 
@@ -155,7 +172,9 @@ def test_quantizing_nothing_is_a_warning(images, tmp_path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(x) * 2
 
-    state, _ = _build(NoWeights().eval(), images["example"], images["calibration"], images["evaluation"][:4], "int8-static", tmp_path)
+    state, _ = _build(
+        NoWeights().eval(), images["example"], images["calibration"], images["evaluation"][:4], "int8-static", tmp_path
+    )
 
     assert state.facts["quantize"]["quantized_count"] == 0
     assert any("quantized no compute op" in w for w in state.warnings)
@@ -171,7 +190,14 @@ def test_unsupported_op_is_an_export_error_naming_op_and_location(images, tmp_pa
             return torch.cumprod(self.conv(x), 1)  # not in the Core ATen opset: exir refuses it
 
     with pytest.raises(ExportError) as caught:
-        _build(CumulativeProduct().eval(), images["example"], images["calibration"], images["evaluation"][:4], "fp32", tmp_path)
+        _build(
+            CumulativeProduct().eval(),
+            images["example"],
+            images["calibration"],
+            images["evaluation"][:4],
+            "fp32",
+            tmp_path,
+        )
 
     assert "cumprod" in caught.value.message
     assert "test_executorch.py" in caught.value.message and caught.value.hint
@@ -192,7 +218,12 @@ def test_data_dependent_control_flow_is_an_export_error(images, tmp_path) -> Non
 
 @pytest.mark.parametrize(
     ("options", "expected"),
-    [({"thread": 4}, "did you mean 'threads'"), ({"abi": "arm64"}, "arm64-v8a"), ({"threads": -1}, "integer"), ({"min_sdk": 19}, "21")],
+    [
+        ({"thread": 4}, "did you mean 'threads'"),
+        ({"abi": "arm64"}, "arm64-v8a"),
+        ({"threads": -1}, "integer"),
+        ({"min_sdk": 19}, "21"),
+    ],
 )
 def test_bad_option_is_a_config_error(options, expected) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -222,6 +253,12 @@ def test_backend_declares_its_protocol_values() -> None:
 def test_importing_the_backend_module_stays_lean() -> None:
     code = "import sys, edgekit.backends.executorch; heavy = {'torch', 'executorch', 'torchao'} & set(sys.modules); print(sorted(heavy))"
 
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
     assert result.stdout.strip() == "[]"

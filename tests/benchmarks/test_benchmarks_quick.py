@@ -21,7 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_reports_table_and_json(tmp_path: Path) -> None:
     # Arrange
     json_out = tmp_path / "results.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json-out", str(json_out), "--workdir", str(tmp_path / "work")]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "run.py"),
+        "--quick",
+        "--json-out",
+        str(json_out),
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
 
     # Act
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)

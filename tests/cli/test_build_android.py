@@ -34,7 +34,9 @@ def test_verify_reruns_the_pte(digits_android: Path) -> None:
 def test_encoder_builds_with_the_dynamic_recipe(tmp_path: Path) -> None:
     spec = f"{ROOT / 'examples' / 'encoder' / 'model.py'}:build"
 
-    manifest = edgekit.build(spec, target="android", recipe="android-int8-dynamic", out_dir=tmp_path, overrides=("latency.runs=10",)).manifest
+    manifest = edgekit.build(
+        spec, target="android", recipe="android-int8-dynamic", out_dir=tmp_path, overrides=("latency.runs=10",)
+    ).manifest
 
     assert manifest["quantize"]["scheme"] == "int8-dynamic"
     assert manifest["accuracy"]["status"] == "skipped" and manifest["accuracy"]["metrics"]["cosine"] > 0.99
@@ -55,9 +57,13 @@ def _random_init(name: str, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "max_size_ratio"), [("mobilenet_v2", 0.30), ("resnet18", 0.30), ("mobilenet_v3_small", 0.30)])
+@pytest.mark.parametrize(
+    ("name", "max_size_ratio"), [("mobilenet_v2", 0.30), ("resnet18", 0.30), ("mobilenet_v3_small", 0.30)]
+)
 def test_torchvision_models_build_for_android(tmp_path: Path, name: str, max_size_ratio: float) -> None:
-    manifest = edgekit.build(str(_random_init(name, tmp_path)), target="android", out_dir=tmp_path / "dist", overrides=("latency.runs=10",)).manifest
+    manifest = edgekit.build(
+        str(_random_init(name, tmp_path)), target="android", out_dir=tmp_path / "dist", overrides=("latency.runs=10",)
+    ).manifest
 
     assert manifest["accuracy"]["status"] == "skipped"
     assert manifest["size"]["artifact_over_float"] <= max_size_ratio

@@ -14,7 +14,9 @@ from tests.conftest import DIGITS, ROOT
 
 @pytest.mark.parametrize("recipe", ["ios-w8", "ios-w8a8"])
 def test_digits_ios_within_a_point(tmp_path: Path, recipe: str) -> None:
-    manifest = edgekit.build(str(DIGITS / "model.pt2"), target="ios", recipe=recipe, data=DIGITS / "data.npz", out_dir=tmp_path).manifest
+    manifest = edgekit.build(
+        str(DIGITS / "model.pt2"), target="ios", recipe=recipe, data=DIGITS / "data.npz", out_dir=tmp_path
+    ).manifest
 
     accuracy = manifest["accuracy"]
     expected = "passed" if sys.platform == "darwin" else "proxy"
@@ -27,7 +29,9 @@ def test_digits_ios_within_a_point(tmp_path: Path, recipe: str) -> None:
 
 
 def test_encoder_builds_for_ios(tmp_path: Path) -> None:
-    manifest = edgekit.build(f"{ROOT / 'examples' / 'encoder' / 'model.py'}:build", target="ios", out_dir=tmp_path).manifest
+    manifest = edgekit.build(
+        f"{ROOT / 'examples' / 'encoder' / 'model.py'}:build", target="ios", out_dir=tmp_path
+    ).manifest
     assert manifest["accuracy"]["metrics"]["cosine"] > 0.99
 
 

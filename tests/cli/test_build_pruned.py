@@ -35,7 +35,9 @@ def test_ios18_50pct_sparse_package_is_smaller_than_w8(tmp_path: Path) -> None:
     common = {"target": "ios18", "weights": DIGITS / "weights.pt", "data": DIGITS / "data.npz"}
     w8 = edgekit.build(FACTORY, out_dir=tmp_path / "w8", **common).manifest
 
-    sparse = edgekit.build(FACTORY, recipe="ios-sparse-w8", out_dir=tmp_path / "sparse", overrides=FAST, **common).manifest
+    sparse = edgekit.build(
+        FACTORY, recipe="ios-sparse-w8", out_dir=tmp_path / "sparse", overrides=FAST, **common
+    ).manifest
 
     assert sparse["prune"]["sparsity"]["overall"] >= 0.4
     assert sparse["accuracy"]["status"] == "proxy" and sparse["accuracy"]["metrics"]["top1_drop"] <= 1.5
@@ -46,6 +48,9 @@ def test_pruning_a_pt2_asks_for_the_python_class(cli, tmp_path: Path) -> None:  
     from edgekit.cli import main
     from edgekit.errors import ExitStatus
 
-    result = cli.invoke(main, ["build", str(DIGITS / "model.pt2"), "--target", "rpi", "--set", "prune.ratio=0.3", "--out", str(tmp_path)])
+    result = cli.invoke(
+        main,
+        ["build", str(DIGITS / "model.pt2"), "--target", "rpi", "--set", "prune.ratio=0.3", "--out", str(tmp_path)],
+    )
 
     assert result.exit_code == ExitStatus.BAD_INPUT and "--weights" in result.stderr

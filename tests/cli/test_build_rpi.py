@@ -26,7 +26,13 @@ def _build(cli: CliRunner, *args: str) -> tuple[int, str, str]:
 def test_digits_artifact_is_int8_verified_and_self_describing(digits_rpi: Path) -> None:
     manifest = json.loads((digits_rpi / "manifest.json").read_text())
 
-    assert sorted(p.name for p in digits_rpi.iterdir()) == ["golden", "manifest.json", "model.onnx", "recipe.lock.toml", "report.html"]
+    assert sorted(p.name for p in digits_rpi.iterdir()) == [
+        "golden",
+        "manifest.json",
+        "model.onnx",
+        "recipe.lock.toml",
+        "report.html",
+    ]
     accuracy = manifest["accuracy"]
     assert accuracy["status"] == "passed" and accuracy["checked_with"].startswith("onnxruntime")
     assert accuracy["metrics"]["top1_drop"] <= 1.0
@@ -72,13 +78,36 @@ def test_tampered_artifact_is_caught(cli: CliRunner, digits_rpi: Path, tmp_path:
 
 
 def test_json_summary_is_the_only_stdout(cli: CliRunner, tmp_path: Path) -> None:
-    code, out, _ = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(DIGITS / "data.npz"), "--out", str(tmp_path), "--json", "--set", "latency.enabled=false")
+    code, out, _ = _build(
+        cli,
+        str(DIGITS / "model.pt2"),
+        "--target",
+        "rpi",
+        "--data",
+        str(DIGITS / "data.npz"),
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--set",
+        "latency.enabled=false",
+    )
     summary = json.loads(out)
     assert code == 0 and summary["ok"] and summary["accuracy_status"] == "passed"
 
 
 def test_factory_spec_with_weights_builds(cli: CliRunner, tmp_path: Path) -> None:
-    code, out, err = _build(cli, f"{DIGITS / 'model.py'}:build", "--weights", str(DIGITS / "weights.pt"), "--target", "rpi4", "--data", str(DIGITS / "data.npz"), "--out", str(tmp_path))
+    code, out, err = _build(
+        cli,
+        f"{DIGITS / 'model.py'}:build",
+        "--weights",
+        str(DIGITS / "weights.pt"),
+        "--target",
+        "rpi4",
+        "--data",
+        str(DIGITS / "data.npz"),
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, err
     manifest = json.loads((tmp_path / "digits-rpi4" / "manifest.json").read_text())
     assert manifest["accuracy"]["status"] == "passed" and manifest["target"]["device"]["int8_dot_product"] is False
@@ -87,7 +116,18 @@ def test_factory_spec_with_weights_builds(cli: CliRunner, tmp_path: Path) -> Non
 def test_torchscript_model_builds(cli: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "tiny.ts"
     torch.jit.save(torch.jit.trace(tiny_cnn(), torch.zeros(1, 1, 8, 8)), str(path))
-    code, _, err = _build(cli, str(path), "--target", "rpi", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "dist"), "--set", "latency.enabled=false")
+    code, _, err = _build(
+        cli,
+        str(path),
+        "--target",
+        "rpi",
+        "--input-shape",
+        "1,1,8,8",
+        "--out",
+        str(tmp_path / "dist"),
+        "--set",
+        "latency.enabled=false",
+    )
     assert code == 0, err
     manifest = json.loads((tmp_path / "dist" / "tiny-rpi" / "manifest.json").read_text())
     assert manifest["accuracy"]["status"] == "skipped" and manifest["source_model"]["format"] == "torchscript"
@@ -106,11 +146,25 @@ def test_pickled_module_needs_opt_in(cli: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     torch.save(tiny_cnn(), path)
 
-    code, _, err = _build(cli, str(path), "--target", "rpi", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "dist"))
+    code, _, err = _build(
+        cli, str(path), "--target", "rpi", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "dist")
+    )
     assert code == ExitStatus.BAD_INPUT and "execute code" in err and "--allow-pickle" in err
     assert not (tmp_path / "dist" / "whole-rpi").exists()
 
-    code, _, err = _build(cli, str(path), "--target", "rpi", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "dist"), "--allow-pickle", "--set", "latency.enabled=false")
+    code, _, err = _build(
+        cli,
+        str(path),
+        "--target",
+        "rpi",
+        "--input-shape",
+        "1,1,8,8",
+        "--out",
+        str(tmp_path / "dist"),
+        "--allow-pickle",
+        "--set",
+        "latency.enabled=false",
+    )
     assert code == 0, err
 
 
@@ -123,7 +177,11 @@ def test_state_dict_file_points_to_factory(cli: CliRunner, tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
-    [("model.pt2", b"garbage", "not a readable torch.export file"), ("model.pt", b"garbage", "not a PyTorch archive"), ("model.onnx", b"x", "not a model file")],
+    [
+        ("model.pt2", b"garbage", "not a readable torch.export file"),
+        ("model.pt", b"garbage", "not a PyTorch archive"),
+        ("model.onnx", b"x", "not a model file"),
+    ],
 )
 def test_corrupt_or_wrong_model_file(cli: CliRunner, tmp_path: Path, name: str, content: bytes, message: str) -> None:
     path = tmp_path / name
@@ -136,19 +194,25 @@ def test_corrupt_or_wrong_model_file(cli: CliRunner, tmp_path: Path, name: str, 
 def test_shape_mismatch_between_model_and_data(cli: CliRunner, tmp_path: Path) -> None:
     data = tmp_path / "wrong.npz"
     np.savez(data, inputs=np.zeros((10, 3, 8, 8), np.float32))
-    code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(data), "--out", str(tmp_path / "dist"))
+    code, _, err = _build(
+        cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(data), "--out", str(tmp_path / "dist")
+    )
     assert code == ExitStatus.BAD_INPUT and "(3, 8, 8)" in err and "(1, 8, 8)" in err
 
 
 def test_input_shape_contradicting_the_pt2_is_refused(cli: CliRunner, tmp_path: Path) -> None:
-    code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--input-shape", "1,1,16,16", "--out", str(tmp_path))
+    code, _, err = _build(
+        cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--input-shape", "1,1,16,16", "--out", str(tmp_path)
+    )
     assert code == ExitStatus.BAD_INPUT and "(1, 1, 8, 8)" in err
 
 
 def test_empty_and_missing_data(cli: CliRunner, tmp_path: Path) -> None:
     empty = tmp_path / "empty.npz"
     np.savez(empty, inputs=np.zeros((0, 1, 8, 8), np.float32))
-    code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(empty), "--out", str(tmp_path / "dist"))
+    code, _, err = _build(
+        cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(empty), "--out", str(tmp_path / "dist")
+    )
     assert code == ExitStatus.BAD_INPUT and "0 samples" in err
     code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(tmp_path / "nope.npz"))
     assert code == ExitStatus.BAD_INPUT and "does not exist" in err
@@ -162,7 +226,19 @@ def test_config_errors_exit_3_with_did_you_mean(cli: CliRunner) -> None:
 
 
 def test_failed_gate_exits_7_and_writes_nothing_unless_allowed(cli: CliRunner, tmp_path: Path) -> None:
-    args = [str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(DIGITS / "data.npz"), "--out", str(tmp_path), "--set", "gate.max_top1_drop=-1.0", "--set", "latency.enabled=false"]
+    args = [
+        str(DIGITS / "model.pt2"),
+        "--target",
+        "rpi",
+        "--data",
+        str(DIGITS / "data.npz"),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "gate.max_top1_drop=-1.0",
+        "--set",
+        "latency.enabled=false",
+    ]
 
     code, _, err = _build(cli, *args)
     assert code == ExitStatus.ACCURACY_FAILED and "accuracy gate failed" in err
@@ -177,10 +253,18 @@ def test_failed_gate_exits_7_and_writes_nothing_unless_allowed(cli: CliRunner, t
 
 def test_errors_have_no_traceback_unless_asked(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.pt2")
-    plain = subprocess.run([sys.executable, "-m", "edgekit.cli", "build", missing, "--target", "rpi"], capture_output=True, text=True)
-    traced = subprocess.run([sys.executable, "-m", "edgekit.cli", "build", missing, "--target", "rpi", "--traceback"], capture_output=True, text=True)
+    plain = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli", "build", missing, "--target", "rpi"], capture_output=True, text=True
+    )
+    traced = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli", "build", missing, "--target", "rpi", "--traceback"],
+        capture_output=True,
+        text=True,
+    )
 
-    assert plain.returncode == ExitStatus.BAD_INPUT and plain.stderr.count("\n") <= 3 and "Traceback" not in plain.stderr
+    assert (
+        plain.returncode == ExitStatus.BAD_INPUT and plain.stderr.count("\n") <= 3 and "Traceback" not in plain.stderr
+    )
     assert "Traceback" in traced.stderr
 
 

@@ -37,8 +37,18 @@ def golden_check(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     package = Path(executorch.exir.__file__).resolve().parents[1] / "share" / "cmake"
     build = tmp_path_factory.mktemp("cpp-build")
     cmake_bin = Path(cmake.CMAKE_BIN_DIR) / "cmake"
-    configure = [str(cmake_bin), "-S", str(SOURCE), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}", f"-Dexecutorch_DIR={package}"]
+    configure = [
+        str(cmake_bin),
+        "-S",
+        str(SOURCE),
+        "-B",
+        str(build),
+        "-G",
+        "Ninja",
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}",
+        f"-Dexecutorch_DIR={package}",
+    ]
     for command in (configure, [str(cmake_bin), "--build", str(build)]):
         done = subprocess.run(command, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -48,16 +58,25 @@ def golden_check(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 def _artifact(model, inputs: np.ndarray, scheme: str, out: Path, atol: float) -> Path:  # type: ignore[no-untyped-def]
     """Export `model` to out/model.pte and write golden files from the runtime's own outputs."""
     backend, target = get_backend("executorch"), load_target("android")
-    ctx = BuildContext(recipe=build_recipe({"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=out)
-    state = BuildState(float_model=model, model=model, example_input=inputs[:1], data=Dataset(calibration=inputs, evaluation=inputs))
+    ctx = BuildContext(
+        recipe=build_recipe({"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=out
+    )
+    state = BuildState(
+        float_model=model, model=model, example_input=inputs[:1], data=Dataset(calibration=inputs, evaluation=inputs)
+    )
     state = backend.export(backend.quantize(state, ctx), ctx)
     outputs = backend.runner(state, ctx).run(inputs[:3])
     (out / "golden").mkdir()
     for i in range(3):
         np.save(out / "golden" / f"input_{i}.npy", inputs[i : i + 1])
         np.save(out / "golden" / f"output_{i}.npy", outputs[i : i + 1])
-    golden = {"count": 3, "atol": atol, "rtol": 0.0,
-              "inputs": [f"golden/input_{i}.npy" for i in range(3)], "outputs": [f"golden/output_{i}.npy" for i in range(3)]}
+    golden = {
+        "count": 3,
+        "atol": atol,
+        "rtol": 0.0,
+        "inputs": [f"golden/input_{i}.npy" for i in range(3)],
+        "outputs": [f"golden/output_{i}.npy" for i in range(3)],
+    }
     (out / "manifest.json").write_text(json.dumps({"golden": golden}))
     return out
 

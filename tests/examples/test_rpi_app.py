@@ -19,7 +19,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_app_imports_nothing_but_onnxruntime_and_numpy() -> None:
-    imports = {line.split()[1].split(".")[0] for line in APP.read_text().splitlines() if line.startswith(("import ", "from "))}
+    imports = {
+        line.split()[1].split(".")[0] for line in APP.read_text().splitlines() if line.startswith(("import ", "from "))
+    }
     assert imports <= {"__future__", "argparse", "json", "sys", "pathlib", "numpy", "onnxruntime"}
 
 

@@ -29,7 +29,9 @@ class _Backend:
         self.name = name
 
 
-def _ctx(tmp_path: Path, prune: dict[str, Any], backend: str = "executorch", target: str = "android", **layer: Any) -> BuildContext:
+def _ctx(
+    tmp_path: Path, prune: dict[str, Any], backend: str = "executorch", target: str = "android", **layer: Any
+) -> BuildContext:
     spec = load_target(target)
     if "options" in layer:
         spec = dataclasses.replace(spec, options={**spec.options, **layer.pop("options")})
@@ -44,7 +46,9 @@ def _state(model: Any, labels: bool = True) -> BuildState:
     with torch.no_grad():
         cal_labels = model(torch.from_numpy(calibration)).argmax(1).numpy() if labels else None
         ev_labels = model(torch.from_numpy(evaluation)).argmax(1).numpy() if labels else None
-    data = Dataset(calibration=calibration, evaluation=evaluation, calibration_labels=cal_labels, evaluation_labels=ev_labels)
+    data = Dataset(
+        calibration=calibration, evaluation=evaluation, calibration_labels=cal_labels, evaluation_labels=ev_labels
+    )
     example = calibration[:1]
     return BuildState(float_model=model, model=model, example_input=example, data=data)
 
@@ -105,7 +109,10 @@ def test_recovery_lowers_the_distillation_loss(tmp_path: Path) -> None:
 
 
 def test_finetune_with_labels_reports_accuracy_before_and_after(tmp_path: Path) -> None:
-    out = PruneStage().run(_state(tiny_cnn()), _ctx(tmp_path, _quick(recovery={"mode": "finetune", "steps": 30, "batch_size": 16, "learning_rate": 1e-2})))
+    out = PruneStage().run(
+        _state(tiny_cnn()),
+        _ctx(tmp_path, _quick(recovery={"mode": "finetune", "steps": 30, "batch_size": 16, "learning_rate": 1e-2})),
+    )
 
     facts = out.facts["prune"]
     assert facts["float_top1"] == 100.0  # labels are the float model's own predictions
@@ -157,8 +164,14 @@ def test_unstructured_on_coreml_zeroes_weights_and_holds_them_through_recovery(t
     pytest.importorskip("coremltools")
     model = tiny_cnn()
     # TinyCNN's weights are all under Core ML's 2048-element threshold: sparsify with a lower one.
-    ctx = _ctx(tmp_path, _quick(method="unstructured"), backend="coreml", target="ios",
-               quantize={"scheme": "fp16"}, options={"weight_threshold": 64})
+    ctx = _ctx(
+        tmp_path,
+        _quick(method="unstructured"),
+        backend="coreml",
+        target="ios",
+        quantize={"scheme": "fp16"},
+        options={"weight_threshold": 64},
+    )
 
     out = PruneStage().run(_state(model), ctx)
 
@@ -186,10 +199,9 @@ def test_sparse_int8_on_ios17_is_refused_with_a_hint(tmp_path: Path) -> None:
     assert "iOS18" in (err.value.hint or "")
 
 
-
 def test_sparse_to_dense_decodes_both_mask_layouts() -> None:
     pytest.importorskip("coremltools")
-    from edgekit.backends._coreml_mil import sparse_to_dense
+    from edgekit.backends.coreml.proxy import sparse_to_dense
 
     dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 3.0]], dtype=np.float32)
     mask = dense != 0
@@ -203,13 +215,18 @@ def test_sparse_w8_core_ml_package_is_sparse_and_its_proxy_runs(tmp_path: Path) 
     pytest.importorskip("coremltools")
     from collections import Counter
 
-    from edgekit.backends import _coreml_mil as mil
     from edgekit.backends import get_backend
+    from edgekit.backends.coreml import proxy as mil
     from edgekit.modelio import run_torch
 
     backend = get_backend("coreml")
-    ctx = _ctx(tmp_path, _quick(method="unstructured"), target="ios", quantize={"scheme": "w8"},
-               options={"weight_threshold": 64, "minimum_deployment_target": "iOS18"})
+    ctx = _ctx(
+        tmp_path,
+        _quick(method="unstructured"),
+        target="ios",
+        quantize={"scheme": "w8"},
+        options={"weight_threshold": 64, "minimum_deployment_target": "iOS18"},
+    )
     ctx.backend = backend
     state = PruneStage().run(_state(tiny_cnn()), ctx)
 
@@ -223,4 +240,3 @@ def test_sparse_w8_core_ml_package_is_sparse_and_its_proxy_runs(tmp_path: Path) 
     facts = state.facts["quantize"]  # sparse int8 weights count as quantized, and as sparse
     assert facts["sparse_weights"] >= 1 and facts["quantized_weights"] >= facts["sparse_weights"]
     assert "constexpr_sparse_to_dense" in facts["constexpr_ops"]
-

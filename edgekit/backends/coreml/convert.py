@@ -16,7 +16,9 @@ WEIGHTS_FILE = Path("Data") / "com.apple.CoreML" / "weights" / "weight.bin"
 WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y", "gather": "x"}
 
 
-def convert(model: Any, example: np.ndarray, *, precision: str, minimum_target: str, compute_units: str) -> tuple[Any, str]:
+def convert(
+    model: Any, example: np.ndarray, *, precision: str, minimum_target: str, compute_units: str
+) -> tuple[Any, str]:
     """Convert `model` to an ML program; return it and the frontend that worked.
 
     torch.export comes first. coremltools 9.0 cannot convert an exported `aten.max_pool2d` whose
@@ -74,7 +76,9 @@ def weight_config(threshold: int, granularity: str = "per_channel") -> Any:
     """Return the int8 symmetric weight config of the W8 scheme (per channel unless told otherwise)."""
     import coremltools.optimize.coreml as cto
 
-    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity=granularity, weight_threshold=threshold)
+    op = cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity=granularity, weight_threshold=threshold
+    )
     return cto.OptimizationConfig(global_config=op)
 
 
@@ -83,23 +87,16 @@ def quantize_activations(mlmodel: Any, stats: dict[str, dict[str, float]]) -> An
 
     This is `coremltools.optimize.coreml.linear_quantize_activations` with its calibration step
     replaced: coremltools calibrates by running the model in the Core ML runtime, which exists only on
-    macOS. The ranges come from `_coreml_mil.activation_ranges`; the graph passes are coremltools' own.
+    macOS. The ranges come from `proxy.activation_ranges`; the graph passes are coremltools' own.
     """
     import coremltools.optimize.coreml as cto
-    from coremltools import _SPECIFICATION_VERSION_IOS_17
-    from coremltools.converters.mil.frontend.milproto import load as milproto_load
-    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
-    from coremltools.models.utils import _apply_graph_pass
 
-    config = cto.OptimizationConfig(global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
-    passes = []
-    for name in ("compression::insert_prefix_quantize_dequantize_pair", "compression::insert_suffix_quantize_dequantize_pair"):
-        graph_pass = PASS_REGISTRY[name]
-        graph_pass.set_options([PassOption("config", config), PassOption("activation_stats", stats)])
-        passes.append(graph_pass)
-    passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
-    return _apply_graph_pass(mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17, pymil_load_func=milproto_load.load, skip_model_load=True)
+    from edgekit.backends.coreml._private import insert_activation_quantization
+
+    config = cto.OptimizationConfig(
+        global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric")
+    )
+    return insert_activation_quantization(mlmodel, config, stats)
 
 
 def set_contract(mlmodel: Any, contract: dict[str, Any]) -> None:
@@ -110,12 +107,19 @@ def set_contract(mlmodel: Any, contract: dict[str, Any]) -> None:
     prep = contract.get("preprocessing") or {}
     mlmodel.short_description = (
         f"edgekit {contract.get('scheme', '')} model. Input '{INPUT_NAME}': "
-        + (f"pixels * {prep.get('scale')} - mean {prep.get('mean')} / std {prep.get('std')}, layout {prep.get('layout')}, "
-           f"color {prep.get('color')}" if prep else "see edgekit.preprocessing")
-        + f". Output '{OUTPUT_NAME}'" + (f": scores for {len(contract['labels'])} labels (edgekit.labels)." if contract.get("labels") else ".")
+        + (
+            f"pixels * {prep.get('scale')} - mean {prep.get('mean')} / std {prep.get('std')}, layout {prep.get('layout')}, "
+            f"color {prep.get('color')}"
+            if prep
+            else "see edgekit.preprocessing"
+        )
+        + f". Output '{OUTPUT_NAME}'"
+        + (f": scores for {len(contract['labels'])} labels (edgekit.labels)." if contract.get("labels") else ".")
     )
     mlmodel.input_description[INPUT_NAME] = json.dumps(prep) if prep else "model input"
-    mlmodel.output_description[OUTPUT_NAME] = "scores, one per entry of edgekit.labels" if contract.get("labels") else "model output"
+    mlmodel.output_description[OUTPUT_NAME] = (
+        "scores, one per entry of edgekit.labels" if contract.get("labels") else "model output"
+    )
 
 
 def weights_bytes(package: Path) -> int:
@@ -126,7 +130,7 @@ def weights_bytes(package: Path) -> int:
 
 def compression_facts(program: Any) -> dict[str, Any]:
     """Read back from a program which weights are int8 and which stayed float, and the activation pairs."""
-    from edgekit.backends._coreml_mil import CONSTEXPR_OPS
+    from edgekit.backends.coreml.proxy import CONSTEXPR_OPS
 
     ops = list(program.functions["main"].operations)
     producers = {out.name: op for op in ops for out in op.outputs}
@@ -143,7 +147,9 @@ def compression_facts(program: Any) -> dict[str, Any]:
         size = int(np.prod(var.shape))
         if source.op_type == "constexpr_sparse_to_dense":  # a bit mask + the non-zero values
             sparse.append(f"{op.op_type}:{op.name}")
-            feeders = {producers[v.name].op_type for v in source.inputs.values() if getattr(v, "name", None) in producers}
+            feeders = {
+                producers[v.name].op_type for v in source.inputs.values() if getattr(v, "name", None) in producers
+            }
             int8_values = bool(feeders & {*CONSTEXPR_OPS, "constexpr_sparse_blockwise_shift_scale"})
             (quantized if int8_values else floating).append(f"{op.op_type}:{op.name}")
             if int8_values:

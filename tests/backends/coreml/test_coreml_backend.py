@@ -36,9 +36,15 @@ def make(model, example: np.ndarray, tmp_path: Path, scheme: str = "w8", **optio
         inputs = rng.integers(0, 100, size=(24, *example.shape[1:])).astype(np.int64)
     else:
         inputs = rng.standard_normal((24, *example.shape[1:])).astype(np.float32)
-    data = Dataset(calibration=inputs[:16], evaluation=inputs[16:], label_names=tuple("abcdefghij"),
-                   preprocessing={"layout": "NCHW", "color": "grayscale", "resize": [], "scale": 1 / 16, "mean": [], "std": []})
-    ctx = BuildContext(recipe=build_recipe({"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=tmp_path)
+    data = Dataset(
+        calibration=inputs[:16],
+        evaluation=inputs[16:],
+        label_names=tuple("abcdefghij"),
+        preprocessing={"layout": "NCHW", "color": "grayscale", "resize": [], "scale": 1 / 16, "mean": [], "std": []},
+    )
+    ctx = BuildContext(
+        recipe=build_recipe({"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=tmp_path
+    )
     state = BuildState(float_model=model, model=model, example_input=example, data=data)
     return state, ctx
 
@@ -119,7 +125,7 @@ def test_proxy_weights_equal_the_weights_stored_in_the_package(tmp_path, cnn_exa
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    from edgekit.backends._coreml_mil import MilRunner, load_program
+    from edgekit.backends.coreml.proxy import MilRunner, load_program
 
     state, ctx = make(tiny_cnn(), cnn_example, tmp_path, "w8")
     state = build(state, ctx)
@@ -135,7 +141,10 @@ def test_proxy_weights_equal_the_weights_stored_in_the_package(tmp_path, cnn_exa
         data, scale, zero = (stored[fields[field]].val for field in ("quantized_data", "scale", "zero_point"))
         assert data.dtype == np.int8 and np.all(zero == 0)  # symmetric int8, one scale per output channel
         assert scale.shape == (data.shape[0],)
-        from_package = ((data.astype(np.float32) - zero.reshape(-1, *[1] * (data.ndim - 1))) * scale.astype(np.float32).reshape(-1, *[1] * (data.ndim - 1))).astype(np.float16)
+        from_package = (
+            (data.astype(np.float32) - zero.reshape(-1, *[1] * (data.ndim - 1)))
+            * scale.astype(np.float32).reshape(-1, *[1] * (data.ndim - 1))
+        ).astype(np.float16)
         assert np.array_equal(runner.consts[name].numpy(), from_package.astype(np.float32))
         # coremltools' own decoding of the op agrees as well
         assert np.array_equal(runner.consts[name].numpy(), op.materialized_val_inference().astype(np.float32))
@@ -198,7 +207,9 @@ def test_functional_max_pool_with_default_stride_converts(tmp_path):
     assert sqnr_db(float_outputs(model, state.data.evaluation), out) > 40.0
 
 
-@pytest.mark.parametrize("options", [{"minimum_deploy_target": "iOS17"}, {"compute_units": "NPU"}, {"weight_threshold": -1}])
+@pytest.mark.parametrize(
+    "options", [{"minimum_deploy_target": "iOS17"}, {"compute_units": "NPU"}, {"weight_threshold": -1}]
+)
 def test_bad_option_is_a_config_error(options):
     with pytest.raises(ConfigError):
         get_backend("coreml").check_options(options)
