@@ -42,7 +42,7 @@ def run_job(job: dict) -> dict:
             case.edgekit_model, target=job["target"], data=case.data, out_dir=out, name=case.name, overrides=overrides
         )
         seconds = time.perf_counter() - started
-        manifest = result.manifest
+        manifest = result.manifest.to_json()
         return {
             "seconds": seconds,
             "artifact": str(result.path / manifest["artifact"]["file"]),

@@ -1,4 +1,4 @@
-"""What the CLI and Python pipelines call: build, verify and inspect artifacts; list targets, recipes."""
+"""What the CLI and Python pipelines call: resolve, build, verify and inspect artifacts; list targets, recipes."""
 
 from __future__ import annotations
 
@@ -6,38 +6,100 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgekit.backends.base import Problem
 from edgekit.compat import untested_versions
-from edgekit.errors import ConfigError, InputError
-from edgekit.pipeline import BuildContext, BuildRequest, BuildState, Reporter, check_order, run_pipeline
-from edgekit.recipe import Recipe, build_recipe, parse_overrides, read_recipe_file
+from edgekit.errors import ConfigError, EdgekitError, ExitStatus, InputError, MissingDependencyError
+from edgekit.pipeline import BuildContext, BuildRequest, BuildState, Plan, Reporter, check_order, run_pipeline
+from edgekit.recipe import PruneMethod, Recipe, build_recipe, parse_overrides, parse_table, read_recipe_file
 from edgekit.targets import TargetSpec, load_target
+
+if TYPE_CHECKING:
+    from edgekit.manifest import Manifest
+    from edgekit.verification import VerifyResult
 
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def resolve(
     target: str, recipe: str | None = None, overrides: tuple[str, ...] = (), input_shape: tuple[int, ...] = ()
-) -> tuple[TargetSpec, Recipe]:
-    """Resolve target and recipe: `--set` > recipe file > target defaults > dataclass defaults."""
+) -> Plan:
+    """Resolve and check target, recipe and backend options before anything heavy is imported.
+
+    Precedence: `--set` > recipe file > target defaults > dataclass defaults. Every problem found is
+    reported at once, in one ConfigError (exit 3), or MissingDependencyError (exit 4) when all of them
+    are missing packages.
+    """
+    from edgekit.backends import get_backend
+
     spec = load_target(target)
     table = read_recipe_file(recipe or spec.default_recipe)
     extra = parse_overrides(list(overrides))
     if input_shape:
         extra.setdefault("input", {})["shape"] = list(input_shape)
     resolved = build_recipe(spec.defaults, table, extra)
-    if resolved.quantize.scheme not in spec.schemes:
-        allowed = ", ".join(s.value for s in spec.schemes)
-        raise ConfigError(
-            f"target '{spec.name}' does not support scheme '{resolved.quantize.scheme.value}'",
-            hint=f"use one of: {allowed}",
+    backend = get_backend(spec.backend)
+    problems: list[Problem] = []
+    options: Any = None
+    try:
+        options = parse_table(backend.Options, spec.options, "options", what="option")
+    except ConfigError as exc:
+        problems.append(Problem(key="options", message=f"target {spec.name}: {exc.message}", hint=exc.hint))
+    problems += _scheme_problems(spec, resolved, backend.schemes)
+    problems += _prune_problems(spec, resolved, backend.stores_sparse_weights)
+    if options is not None:
+        problems += backend.check(resolved, options)
+    raise_problems(problems)
+    return Plan(target=spec, recipe=resolved, backend=backend, options=options)
+
+
+def raise_problems(problems: list[Problem]) -> None:
+    """Raise one error for every problem: configuration first (exit 3), else missing packages (exit 4)."""
+    if not problems:
+        return
+    config = [p for p in problems if p.status is ExitStatus.CONFIG]
+    ordered = config + [p for p in problems if p.status is not ExitStatus.CONFIG]
+    first, *rest = ordered
+    message = first.message + (f" (and {len(rest)} more: {'; '.join(p.line() for p in rest)})" if rest else "")
+    error = ConfigError if config else MissingDependencyError
+    raise error(message, hint=first.hint)
+
+
+def _scheme_problems(spec: TargetSpec, recipe: Recipe, backend_schemes: tuple[Any, ...]) -> list[Problem]:
+    scheme = recipe.quantize.scheme
+    offered = [s for s in spec.schemes if s in backend_schemes]
+    if scheme in offered:
+        return []
+    return [
+        Problem(
+            key="quantize.scheme",
+            message=f"target '{spec.name}' does not support scheme '{scheme.value}'",
+            hint=f"use one of: {', '.join(s.value for s in offered)}",
         )
-    return spec, resolved
+    ]
+
+
+def _prune_problems(spec: TargetSpec, recipe: Recipe, stores_sparse: bool) -> list[Problem]:
+    from edgekit.backends.base import missing_modules
+
+    prune = recipe.prune
+    if prune.ratio <= 0:
+        return []
+    if prune.method is not PruneMethod.STRUCTURED and not stores_sparse:
+        return [
+            Problem(
+                key="prune.method",
+                message=f'prune.method = "{prune.method.value}" would not shrink the {spec.name} artifact: its runtime '
+                "stores zeroed weights densely, so the file keeps its size and speed",
+                hint='use prune.method = "structured" (whole channels removed)',
+            )
+        ]
+    return missing_modules(("torch", "torch_pruning"), "prune", "pruning")
 
 
 def build(
@@ -58,18 +120,15 @@ def build(
     """Prune, quantize and export `model` for `target`, verify the artifact, and package it.
 
     Raises an EdgekitError subclass for anything the user can fix; AccuracyGateError when the
-    artifact misses its gate (after writing it, marked failed, if allow_accuracy_failure).
+    artifact misses its gate (after writing it, marked failed, if allow_accuracy_failure). When a
+    build fails after it started, an older artifact of the same name is moved to `<name>.previous`,
+    so that no pipeline takes it for this build's.
     """
-    from edgekit.backends import get_backend
-    from edgekit.manifest import read_manifest
-    from edgekit.stages import stages_for
-    from edgekit.stages.package import artifact_dir
+    from edgekit.stages import build_stages
+    from edgekit.stages.package import artifact_dir, set_aside
 
-    spec, resolved = resolve(target, recipe, overrides, input_shape)
-    backend = get_backend(spec.backend)
-    backend.check_options(spec.options)
-    backend.check_installed()
-    stages = stages_for(backend)
+    plan = resolve(target, recipe, overrides, input_shape)
+    stages = build_stages()
     check_order(stages)  # before anything heavy runs
     request = BuildRequest(
         model=str(model),
@@ -83,76 +142,48 @@ def build(
         raise InputError(f"data '{request.data}' does not exist", hint="pass an .npz file or a folder of images")
     request.out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=request.out_dir))
+    ctx = BuildContext(
+        plan=plan,
+        workdir=workdir,
+        request=request,
+        reporter=reporter or Reporter(),
+        allow_accuracy_failure=allow_accuracy_failure,
+    )
     try:
-        ctx = BuildContext(
-            recipe=resolved,
-            target=spec,
-            backend=backend,
-            workdir=workdir,
-            request=request,
-            reporter=reporter or Reporter(),
-            allow_accuracy_failure=allow_accuracy_failure,
-        )
-        state = BuildState(warnings=tuple(untested_versions(backend.versions())))
-        run_pipeline(stages, state, ctx)
-        path = artifact_dir(ctx)
-        return BuildResult(path=path, manifest=read_manifest(path))
+        state = run_pipeline(stages, BuildState(warnings=tuple(untested_versions(plan.backend.versions()))), ctx)
+    except BaseException as exc:
+        kept_failed = getattr(exc, "status", None) is ExitStatus.ACCURACY_FAILED and allow_accuracy_failure
+        aside = None if kept_failed else set_aside(artifact_dir(ctx))
+        if aside is not None and isinstance(exc, EdgekitError):
+            exc.message += f"; the previous artifact of this name was moved to {aside}"
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if state.manifest is None or state.path is None:
+        from edgekit.errors import InternalError
+
+        raise InternalError("the pipeline ended without packaging an artifact")
+    return BuildResult(path=state.path, manifest=state.manifest)
 
 
-def inspect(artifact: str | Path) -> dict[str, Any]:
+def inspect(artifact: str | Path) -> tuple[Manifest, list[str]]:
     """Read an artifact's manifest and check every file's sha256 against it."""
     from edgekit.manifest import check_files, read_manifest
 
     folder = Path(artifact)
     manifest = read_manifest(folder)
-    return {"manifest": manifest, "file_problems": check_files(folder, manifest)}
+    return manifest, check_files(folder, manifest)
 
 
-def verify(artifact: str | Path) -> dict[str, Any]:
-    """Re-run an artifact on its golden inputs in its runtime (or proxy) and compare the outputs.
+def verify(artifact: str | Path, *, data: str | Path | None = None, model: str | None = None) -> VerifyResult:
+    """Check an artifact from its folder alone: files, golden re-run in its runtime, the gate it recorded.
 
-    Returns {"status": "passed"|"failed"|"proxy", "max_abs_error", "atol", "samples", "file_problems"}.
+    With `data`, also re-measure the artifact against float outputs re-computed from the source model
+    (the manifest's, or `model`). See `edgekit.verification`.
     """
-    import numpy as np
+    from edgekit.verification import verify_artifact
 
-    from edgekit.backends import get_backend
-    from edgekit.manifest import check_files, read_manifest
-    from edgekit.recipe import build_recipe
-
-    folder = Path(artifact)
-    manifest = read_manifest(folder)
-    problems = check_files(folder, manifest)
-    if problems:
-        raise InputError(
-            f"artifact files do not match the manifest: {'; '.join(problems)}", hint="rebuild the artifact"
-        )
-    backend = get_backend(manifest["target"]["backend"])
-    backend.check_installed()
-    spec = load_target(manifest["target"]["name"])
-    golden = manifest["golden"]
-    if not golden.get("count"):
-        raise InputError(f"'{folder}' has no golden samples to verify with")
-    inputs = [np.load(folder / p) for p in golden["inputs"]]
-    state = BuildState(artifact=folder / manifest["artifact"]["file"], example_input=inputs[0])
-    ctx = BuildContext(recipe=build_recipe(manifest["recipe"]), target=spec, backend=backend, workdir=folder)
-    runner = backend.runner(state, ctx)
-    worst = max(
-        float(np.max(np.abs(np.asarray(runner.run(x), dtype=np.float32) - np.load(folder / y))))
-        for x, y in zip(inputs, golden["outputs"], strict=True)
-    )
-    ok = worst <= golden["atol"]
-    status = ("passed" if ok else "failed") if runner.mode == "runtime" else "proxy"
-    return {
-        "status": status,
-        "within_tolerance": ok,
-        "max_abs_error": worst,
-        "atol": golden["atol"],
-        "samples": len(inputs),
-        "checked_with": runner.mode,
-        "reason": runner.reason,
-    }
+    return verify_artifact(Path(artifact), data=Path(data) if data is not None else None, model=model)
 
 
 def list_targets() -> list[TargetSpec]:

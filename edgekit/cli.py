@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback as tb
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgekit import api
 from edgekit.errors import EdgekitError, ExitStatus, first_line
 from edgekit.pipeline import Reporter
+
+if TYPE_CHECKING:
+    from edgekit.manifest import Manifest
+    from edgekit.verification import VerifyResult
 
 EXIT_STATUSES = "\b\n" + "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_', ' ')}" for s in ExitStatus)
 
@@ -56,8 +61,8 @@ def _run(traceback: bool, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except EdgekitError as exc:
-        if traceback:
-            raise
+        if traceback:  # the chain, then the same documented exit status
+            click.echo(tb.format_exc(), err=True)
         click.secho(f"error: {exc.message}", fg="red", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
@@ -67,7 +72,7 @@ def _run(traceback: bool, action: Callable[[], Any]) -> Any:
         sys.exit(ExitStatus.INTERRUPTED)
     except Exception as exc:  # a bug: one line unless asked for the chain
         if traceback:
-            raise
+            click.echo(tb.format_exc(), err=True)
         click.secho(f"internal error: {first_line(exc)}", fg="red", err=True)
         click.echo("this is a bug in edgekit; re-run with --traceback and report it", err=True)
         sys.exit(ExitStatus.INTERNAL)
@@ -127,7 +132,7 @@ def build(model: str, as_json: bool, traceback: bool, **options: Any) -> None:
         if as_json:
             click.echo(json.dumps({"ok": False, "exit_status": stop.code}))
         raise
-    for warning in result.manifest["warnings"]:
+    for warning in result.manifest.warnings:
         reporter.warn(warning)
     summary = summarize(result.manifest, result.path)
     click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
@@ -138,29 +143,43 @@ def build(model: str, as_json: bool, traceback: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--traceback", is_flag=True)
 def inspect(artifact: Path, as_json: bool, traceback: bool) -> None:
-    """Show what an artifact is, how it was made and how accurate it measured."""
-    found = _run(traceback, lambda: api.inspect(artifact))
-    summary = {**summarize(found["manifest"], artifact), "file_problems": found["file_problems"]}
+    """Show what an artifact is, how it was made and how accurate it measured.
+
+    Exits 5 when a file differs from the manifest and 7 when the artifact failed its accuracy gate.
+    """
+    manifest, file_problems = _run(traceback, lambda: api.inspect(artifact))
+    summary = {**summarize(manifest, artifact), "file_problems": file_problems}
     click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
-    if found["file_problems"]:
-        click.secho("files differ from the manifest: " + "; ".join(found["file_problems"]), fg="red", err=True)
+    if file_problems:
+        click.secho("files differ from the manifest: " + "; ".join(file_problems), fg="red", err=True)
         sys.exit(ExitStatus.BAD_INPUT)
+    if manifest.gate_failed:
+        click.secho(f"this artifact FAILED its accuracy gate: {_gate_line(summary['gate'])}", fg="red", err=True)
+        sys.exit(ExitStatus.ACCURACY_FAILED)
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", "-d", type=click.Path(path_type=Path), help="re-measure the artifact on this data")
+@click.option("--model", help="the source model, when it is no longer where the manifest says")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--traceback", is_flag=True)
-def verify(artifact: Path, as_json: bool, traceback: bool) -> None:
-    """Re-run an artifact's golden self-test in its runtime (a proxy where the runtime is absent)."""
-    found = _run(traceback, lambda: api.verify(artifact))
-    click.echo(
-        json.dumps(found, indent=2)
-        if as_json
-        else f"{artifact}: {found['status']} (max abs error {found['max_abs_error']:.3g}, tolerance {found['atol']:.3g}, {found['samples']} samples)"
-    )
-    if not found["within_tolerance"]:
-        sys.exit(ExitStatus.ACCURACY_FAILED)
+def verify(artifact: Path, data: Path | None, model: str | None, as_json: bool, traceback: bool) -> None:
+    """Check an artifact: files against the manifest, golden self-test in its runtime, recorded gate.
+
+    With --data, measure it again against float outputs re-computed from the source model. Exits 0
+    only when every check that ran held; 7 when the golden outputs differ or a gate failed.
+    """
+    with redirect_stdout(sys.stderr):
+        found = _run(traceback, lambda: api.verify(artifact, data=data, model=model))
+    if as_json:
+        click.echo(json.dumps(_plain(found), indent=2, default=str))
+    else:
+        click.echo(render_verify(found))
+    for warning in found.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    if found.exit_status:
+        sys.exit(found.exit_status)
 
 
 @main.command()
@@ -177,30 +196,34 @@ def recipes() -> None:
         click.echo(f"{name:<22} {description}")
 
 
-def summarize(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+def summarize(manifest: Manifest, path: Path) -> dict[str, Any]:
     """Return the few figures a person or a pipeline looks at first."""
-    accuracy = manifest["accuracy"]
-    latency = manifest.get("latency", {})
+    accuracy = manifest.accuracy
+    latency = manifest.latency
+    gate = accuracy.gate
     return {
-        "ok": accuracy.get("gate", {}).get("passed") is not False,
-        "artifact": str(path / manifest["artifact"]["file"]),
-        "target": manifest["target"]["name"],
-        "scheme": manifest["quantize"].get("scheme"),
-        "accuracy_status": accuracy["status"],
-        "gate": accuracy.get("gate"),
-        "metrics": accuracy.get("metrics", {}),
-        "size_bytes": manifest["size"]["artifact_bytes"],
-        "size_over_float": manifest["size"].get("artifact_over_float"),
+        "ok": not manifest.gate_failed,
+        "artifact": str(path / manifest.artifact.file),
+        "target": manifest.target.name,
+        "scheme": manifest.quantize.get("scheme"),
+        "accuracy_status": accuracy.status,
+        "reason": accuracy.reason,
+        "gate": None if gate is None else {"rule": gate.rule, "value": gate.value, "passed": gate.passed},
+        "metrics": accuracy.metrics,
+        "size_bytes": manifest.size.artifact_bytes,
+        "size_over_float": manifest.size.artifact_over_float,
         "latency_ms": latency.get("artifact", {}).get("median_ms"),
         "float_latency_ms": latency.get("float", {}).get("median_ms"),
         "latency_over_float": latency.get("artifact_over_float"),
-        "warnings": manifest.get("warnings", []),
+        "warnings": list(manifest.warnings),
     }
 
 
 def render_summary(s: dict[str, Any]) -> str:
     m = s["metrics"]
     lines = [f"artifact   {s['artifact']}  ({s['target']}, {s['scheme']})", f"accuracy   {s['accuracy_status']}"]
+    if s["accuracy_status"] == "skipped" and s.get("reason"):
+        lines.append(f"  why      {s['reason']}")
     if "float_top1" in m:
         lines.append(
             f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop {m['top1_drop']:.2f} points)"
@@ -210,9 +233,7 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement {m['top1_agreement']:.1f}%"
         )
     if s["gate"]:
-        lines.append(
-            f"  gate     {s['gate']['rule']}: {'n/a (no real data)' if s['gate']['passed'] is None else 'passed' if s['gate']['passed'] else 'FAILED'}"
-        )
+        lines.append(f"  gate     {_gate_line(s['gate'])}")
     ratio = f" ({s['size_over_float']:.2f}x float)" if s["size_over_float"] else ""
     lines.append(f"size       {s['size_bytes'] / 1e6:.3f} MB{ratio}")
     if s["latency_ms"] is not None:
@@ -220,6 +241,37 @@ def render_summary(s: dict[str, Any]) -> str:
             f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)"
         )
     return "\n".join(lines)
+
+
+def render_verify(found: VerifyResult) -> str:
+    g = found.golden
+    lines = [f"{found.artifact}: {found.status}"]
+    if g.max_abs_error is not None:
+        lines.append(
+            f"  golden    {g.samples} samples, max abs error {g.max_abs_error:.3g} (tolerance {g.atol:.3g}), {g.checked_with}"
+        )
+    else:
+        lines.append(f"  golden    not run: {g.reason}")
+    gate = found.build_gate
+    lines.append(f"  at build  accuracy {found.build_accuracy}" + (f", gate {_gate_line(gate)}" if gate else ""))
+    if found.remeasured:
+        r = found.remeasured
+        lines.append(f"  --data    {r['samples']} samples ({r['split']}); float outputs {r['float_outputs']}")
+        lines.append(f"            gate {_gate_line(r['gate'])}")
+    lines += [f"  problem   {p}" for p in found.problems]
+    return "\n".join(lines)
+
+
+def _gate_line(gate: dict[str, Any]) -> str:
+    verdict = "n/a (no real data)" if gate["passed"] is None else "passed" if gate["passed"] else "FAILED"
+    value = gate.get("value")
+    return f"{gate['rule']}: {verdict}" + (f" (measured {value:.3f})" if isinstance(value, float) else "")
+
+
+def _plain(value: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 if __name__ == "__main__":

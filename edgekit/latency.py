@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 
 def measure(
-    runners: dict[str, Callable[[np.ndarray], object]], sample: np.ndarray, *, warmup: int, runs: int
+    runners: dict[str, Callable[[Any], object]], sample: Any, *, warmup: int, runs: int
 ) -> dict[str, dict[str, float]]:
     """Time each runner on `sample` in rounds (one call of each per round) and return ms statistics.
 

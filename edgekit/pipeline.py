@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from edgekit.backends import Backend
+    from edgekit.backends.base import Backend, Compiled, IoContract
     from edgekit.data import Dataset
+    from edgekit.manifest import Manifest
     from edgekit.recipe import Recipe
     from edgekit.targets import TargetSpec
 
@@ -33,13 +34,15 @@ class BuildState:
 
     float_model: torch.nn.Module | None = None
     model: torch.nn.Module | None = None
+    io: IoContract | None = None
     example_input: np.ndarray | None = None  # one batch, the shape the artifact is exported with
     data: Dataset | None = None
     baseline: np.ndarray | None = None  # float_model outputs on data.evaluation
-    artifact: Path | None = None  # the file or folder that ships (in the work folder)
-    reference_artifact: Path | None = None  # the float model in the same runtime, for comparisons
+    compiled: Compiled | None = None  # what the backend built, in the work folder
     facts: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
+    manifest: Manifest | None = None  # set by the package stage
+    path: Path | None = None  # the finished artifact folder, set by the package stage
 
     def evolve(self, **changes: Any) -> BuildState:
         """Return a copy with some fields replaced."""
@@ -80,25 +83,48 @@ class BuildRequest:
     name: str | None = None  # artifact name; defaults to the model file's stem
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """A resolved build: target, recipe, backend and its typed options, all checked before any model loads."""
+
+    target: TargetSpec
+    recipe: Recipe
+    backend: Backend
+    options: Any  # an instance of backend.Options
+
+
 @dataclass(slots=True, kw_only=True)
 class BuildContext:
-    """What every stage may read but not change: the resolved configuration and the work folder."""
+    """What every stage may read but not change: the plan, the request and the work folder."""
 
-    recipe: Recipe
-    target: TargetSpec
-    backend: Backend
+    plan: Plan
     workdir: Path  # scratch space for this build; only what the package stage copies ships
     request: BuildRequest = field(default_factory=lambda: BuildRequest(model=""))
     reporter: Reporter = field(default_factory=Reporter)
     allow_accuracy_failure: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, filled by run_pipeline
 
+    @property
+    def recipe(self) -> Recipe:
+        return self.plan.recipe
+
+    @property
+    def target(self) -> TargetSpec:
+        return self.plan.target
+
+    @property
+    def backend(self) -> Backend:
+        return self.plan.backend
+
 
 class Stage(Protocol):
     """One step of a build."""
 
-    name: str
-    requires: tuple[str, ...]  # stages that must have run before this one, when they run at all
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...  # stages that must have run before this one, when they run at all
 
     def applies(self, ctx: BuildContext) -> bool: ...
 

@@ -1,24 +1,32 @@
 """Recipes: frozen, typed values that say how a build compresses, checks and packages a model.
 
 Layers, lowest first: dataclass defaults < target defaults < recipe file < `--set key=value`.
-Every layer is checked strictly: an unknown key is an error naming its path and the nearest key.
+Every layer is checked strictly: an unknown key is an error naming its path and the nearest key. Each number
+field declares its allowed values next to it (`ranged(default, ge=..., lt=...)`); a float must also be finite
+unless its range allows inf. `build_recipe` gathers every problem of the merged layers, then raises one
+`ConfigError` that lists them all, so a user fixes everything in one go.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import operator
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
+
+import tomli_w
 
 from edgekit.errors import ConfigError, InternalError, did_you_mean
 
 
-class Scheme(str, enum.Enum):
+class Scheme(enum.StrEnum):
     """How weights and activations are stored in the artifact."""
 
     AUTO = "auto"  # the backend chooses by what the model contains, and says which
@@ -30,28 +38,106 @@ class Scheme(str, enum.Enum):
     FP32 = "fp32"
 
 
-class CalibrationMethod(str, enum.Enum):
+class CalibrationMethod(enum.StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
 
 
-class PruneMethod(str, enum.Enum):
+class PruneMethod(enum.StrEnum):
     STRUCTURED = "structured"  # whole channels removed: smaller and faster
     UNSTRUCTURED = "unstructured"  # single weights zeroed, stored sparse (Core ML)
     N_M = "n:m"  # n of every m weights zeroed, stored sparse (Core ML)
 
 
-class Importance(str, enum.Enum):
+class Importance(enum.StrEnum):
     L1 = "l1"
     L2 = "l2"
     TAYLOR = "taylor"
 
 
-class RecoveryMode(str, enum.Enum):
+class RecoveryMode(enum.StrEnum):
     NONE = "none"
     DISTILL = "distill"  # learn the float model's outputs on the calibration inputs
     FINETUNE = "finetune"  # cross-entropy on labelled calibration samples
+
+
+_T = TypeVar("_T")
+_RANGE = "edgekit.range"  # the field metadata key `ranged` writes and `Range.of` reads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Range:
+    """The values a number field accepts; for a tuple field, each item's values and the tuple's lengths.
+
+    Attributes:
+        ge: Lowest value allowed, if any.
+        gt: Values must be greater than this, if set.
+        le: Highest value allowed, if any.
+        lt: Values must be lower than this, if set.
+        allow_inf: Accept +/-inf in a float field (NaN is never accepted).
+        lengths: Lengths a tuple field may have; empty means any length.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    allow_inf: bool = False
+    lengths: tuple[int, ...] = ()
+
+    @staticmethod
+    def of(spec: dataclasses.Field[Any]) -> Range:
+        """Return the range declared on a dataclass field; without one, any finite number."""
+        declared = spec.metadata.get(_RANGE)
+        return declared if isinstance(declared, Range) else Range()
+
+    def describe(self) -> str:
+        """Return the bounds in words, e.g. '>= 0 and < 1' (empty when unbounded)."""
+        return " and ".join(f"{op} {bound:g}" for op, _, bound in self._bounds())
+
+    def contains(self, value: float) -> bool:
+        """Return whether a single number lies within the bounds (finiteness aside)."""
+        return all(check(value, bound) for _, check, bound in self._bounds())
+
+    def _bounds(self) -> list[tuple[str, Callable[[Any, Any], bool], float]]:
+        ops = ((">=", operator.ge), (">", operator.gt), ("<=", operator.le), ("<", operator.lt))
+        bounds = (self.ge, self.gt, self.le, self.lt)
+        return [(op, check, bound) for (op, check), bound in zip(ops, bounds, strict=True) if bound is not None]
+
+    def problems(self, path: str, value: Any) -> list[str]:
+        """Return one message per way `value` (a number or a tuple of them) at `path` is out of range."""
+        if isinstance(value, tuple):
+            found = []
+            if self.lengths and len(value) not in self.lengths:
+                allowed = " or ".join("empty" if n == 0 else f"{n} items long" for n in self.lengths)
+                found.append(f"'{path}' must be {allowed}, got {list(value)!r}")
+            for i, item in enumerate(value):
+                found += self.problems(f"{path}[{i}]", item)
+            return found
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return []
+        finite_only = isinstance(value, float) and not self.allow_inf
+        bad_float = isinstance(value, float) and (math.isnan(value) or (finite_only and math.isinf(value)))
+        if not bad_float and self.contains(value):
+            return []
+        wanted = " ".join(part for part in ("a finite number" if finite_only else "", self.describe()) if part)
+        return [f"'{path}' must be {wanted or 'a number'}, got {value!r}"]
+
+
+def ranged(
+    default: _T,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    allow_inf: bool = False,
+    lengths: tuple[int, ...] = (),
+) -> _T:
+    """Declare a dataclass field with its default and the `Range` of values it accepts."""
+    allowed = Range(ge=ge, gt=gt, le=le, lt=lt, allow_inf=allow_inf, lengths=lengths)
+    return field(default=default, metadata={_RANGE: allowed})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,30 +150,30 @@ class QuantizeConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryConfig:
     mode: RecoveryMode = RecoveryMode.DISTILL
-    steps: int = 300
-    time_budget_s: float = 120.0
-    learning_rate: float = 1e-3
-    batch_size: int = 32
+    steps: int = ranged(300, ge=0)
+    time_budget_s: float = ranged(120.0, ge=0)
+    learning_rate: float = ranged(1e-3, gt=0)
+    batch_size: int = ranged(32, ge=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PruneConfig:
-    ratio: float = 0.0  # 0 disables pruning
+    ratio: float = ranged(0.0, ge=0, lt=1)  # 0 disables pruning
     method: PruneMethod = PruneMethod.STRUCTURED
     importance: Importance = Importance.L1
     global_pruning: bool = False
     keep_layers: tuple[str, ...] = ()  # module names never pruned; the last Linear is always kept
-    n: int = 2  # for method = "n:m"
-    m: int = 4
+    n: int = ranged(2, ge=1)  # for method = "n:m", where n < m as well
+    m: int = ranged(4, ge=2)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataConfig:
-    calibration_size: int = 128
-    evaluation_size: int = 512
-    seed: int = 0
-    synthetic_samples: int = 32  # used only when no --data is given
+    calibration_size: int = ranged(128, ge=1)
+    evaluation_size: int = ranged(512, ge=1)
+    seed: int = ranged(0, ge=0)
+    synthetic_samples: int = ranged(32, ge=2)  # used only when no --data is given
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,34 +182,34 @@ class Preprocessing:
 
     layout: str = "NCHW"
     color: str = "rgb"  # rgb | grayscale
-    resize: tuple[int, ...] = ()  # (height, width); empty keeps the size
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
+    resize: tuple[int, ...] = ranged((), ge=1, lengths=(0, 2))  # (height, width); empty keeps the size
+    scale: float = ranged(1.0 / 255.0, gt=0)
+    mean: tuple[float, ...] = ()  # any finite numbers
+    std: tuple[float, ...] = ranged((), gt=0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputConfig:
-    shape: tuple[int, ...] = ()  # empty: taken from the model (.pt2) or the data
+    shape: tuple[int, ...] = ranged((), ge=1)  # empty: taken from the model (.pt2) or the data
     dtype: str = "float32"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GateConfig:
-    max_top1_drop: float = 1.0  # percentage points, used when labels exist
-    min_sqnr_db: float = 20.0  # used when there are no labels
+    max_top1_drop: float = ranged(1.0, ge=0, le=100)  # percentage points, used when labels exist
+    min_sqnr_db: float = 20.0  # any finite dB value; used when there are no labels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LatencyConfig:
     enabled: bool = True
-    warmup: int = 10
-    runs: int = 50
+    warmup: int = ranged(10, ge=0)
+    runs: int = ranged(50, ge=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GoldenConfig:
-    samples: int = 4
+    samples: int = ranged(4, ge=0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,11 +290,43 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_recipe(*layers: dict[str, Any]) -> Recipe:
-    """Validate the merged layers strictly into a `Recipe`."""
+    """Validate the merged layers strictly into a `Recipe`.
+
+    Raises:
+        ConfigError: Naming every unknown key, wrong type and out-of-range value at once.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer)
-    return _from_table(Recipe, merged, path="")
+    return parse_table(Recipe, merged)
+
+
+def parse_table(cls: type[_T], table: Any, path: str = "", *, what: str = "recipe") -> _T:
+    """Read a TOML table strictly into the frozen dataclass `cls`, checking each field's type and `Range`.
+
+    Args:
+        cls: A dataclass whose fields all have defaults, e.g. `Recipe` or a backend's `Options`.
+        table: The raw table.
+        path: Key path of the table, put in front of every key named in a message (e.g. "options").
+        what: What the keys are called in messages: "unknown {what} key 'path.key'".
+
+    Raises:
+        ConfigError: Naming every unknown key, wrong type and out-of-range value at once.
+    """
+    problems: list[_Problem] = []
+    parsed = _from_table(cls, table, path, problems, what)
+    _raise_all(problems + _range_problems(parsed, path))
+    return typing.cast(_T, parsed)
+
+
+def validate_recipe(recipe: Recipe) -> Recipe:
+    """Check the ranges of a recipe made in code (e.g. with `dataclasses.replace`) and return it.
+
+    Raises:
+        ConfigError: Naming every out-of-range value at once.
+    """
+    _raise_all(_range_problems(recipe, ""))
+    return recipe
 
 
 def recipe_to_table(recipe: Any) -> dict[str, Any]:
@@ -227,37 +345,108 @@ def recipe_to_table(recipe: Any) -> dict[str, Any]:
     return table
 
 
-def _from_table(cls: type, table: Any, path: str) -> Any:
+def recipe_to_toml(recipe: Recipe, header: str = "") -> str:
+    """Return `recipe` as TOML text that `build_recipe(tomllib.loads(text))` reads back to an equal recipe.
+
+    Args:
+        recipe: The recipe to write.
+        header: Text placed on top as comment lines; a line that does not start with '#' gets '# ' in front.
+            Control characters, which TOML forbids in comments, are written as escapes (e.g. '\\x08').
+    """
+    lines = ["".join(_comment_char(c) for c in line) for line in header.splitlines()]
+    comments = [line if line.startswith("#") else f"# {line}".rstrip() for line in lines]
+    return "".join(f"{line}\n" for line in comments) + tomli_w.dumps(recipe_to_table(recipe))
+
+
+def _comment_char(char: str) -> str:
+    return f"\\x{ord(char):02x}" if (char < " " and char != "\t") or char == "\x7f" else char
+
+
+class _Problem(NamedTuple):
+    message: str
+    hint: str | None = None
+
+
+def _raise_all(problems: list[_Problem]) -> None:
+    """Raise one ConfigError for all problems: the first in full, then the rest in brackets."""
+    if not problems:
+        return
+    first, *rest = problems
+    message = first.message
+    if rest:
+        others = "; ".join(p.message + (f" ({p.hint})" if p.hint else "") for p in rest)
+        message = f"{message} (and {len(rest)} more: {others})"
+    raise ConfigError(message, hint=first.hint)
+
+
+def _prune_rules(prune: PruneConfig, path: str) -> list[str]:
+    if prune.method is PruneMethod.N_M and not prune.n < prune.m:
+        return [f"'{path}.n' must be < '{path}.m' when {path}.method is \"n:m\", got n = {prune.n}, m = {prune.m}"]
+    return []
+
+
+# Rules that involve more than one field of a section, checked after each field's own range.
+_CROSS_FIELD_RULES: dict[type, Callable[[Any, str], list[str]]] = {PruneConfig: _prune_rules}
+
+
+def _range_problems(section: Any, path: str) -> list[_Problem]:
+    """Return every out-of-range value and broken cross-field rule below `section`, in field order."""
+    found: list[_Problem] = []
+    for spec in dataclasses.fields(section):
+        value = getattr(section, spec.name)
+        key_path = f"{path}.{spec.name}" if path else spec.name
+        if dataclasses.is_dataclass(value):
+            found += _range_problems(value, key_path)
+        else:
+            found += [_Problem(message) for message in Range.of(spec).problems(key_path, value)]
+    rule = _CROSS_FIELD_RULES.get(type(section))
+    if rule is not None:
+        found += [_Problem(message) for message in rule(section, path)]
+    return found
+
+
+# Marks a value that failed its check: the field keeps its default while the other problems are gathered.
+_INVALID: Any = object()
+
+
+def _from_table(cls: type, table: Any, path: str, problems: list[_Problem], what: str) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"'{path or 'recipe'}' must be a table, got {table!r}")
+        problems.append(_Problem(f"'{path or what}' must be a table, got {table!r}"))
+        return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     for key, raw in table.items():
         key_path = f"{path}.{key}" if path else key
         if key not in names:
-            raise ConfigError(
-                f"unknown recipe key '{key_path}'", hint=did_you_mean(key, names) or f"known keys: {', '.join(names)}"
-            )
-        values[key] = _coerce(hints[key], raw, key_path)
+            hint = did_you_mean(key, names) or f"known keys: {', '.join(names)}"
+            problems.append(_Problem(f"unknown {what} key '{key_path}'", hint))
+            continue
+        value = _coerce(hints[key], raw, key_path, problems, what)
+        if value is not _INVALID:
+            values[key] = value
     return cls(**values)
 
 
-def _coerce(kind: Any, raw: Any, path: str) -> Any:
+def _coerce(kind: Any, raw: Any, path: str, problems: list[_Problem], what: str) -> Any:
+    """Return `raw` as a `kind`, or record a problem and return `_INVALID`."""
     if dataclasses.is_dataclass(kind):
-        return _from_table(kind, raw, path)
+        return _from_table(typing.cast(type, kind), raw, path, problems, what)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         choices = [m.value for m in kind]
-        if raw not in choices:
-            hint = did_you_mean(str(raw), choices) or f"one of: {', '.join(choices)}"
-            raise ConfigError(f"'{path}' cannot be {raw!r}", hint=hint)
-        return kind(raw)
+        if raw in choices:
+            return kind(raw)
+        hint = did_you_mean(str(raw), choices) or f"one of: {', '.join(choices)}"
+        problems.append(_Problem(f"'{path}' cannot be {raw!r}", hint))
+        return _INVALID
     origin = typing.get_origin(kind)
     if origin is tuple:
         if not isinstance(raw, list | tuple):
-            raise ConfigError(f"'{path}' must be a list, got {raw!r}")
+            problems.append(_Problem(f"'{path}' must be a list, got {raw!r}"))
+            return _INVALID
         (item_kind, _ellipsis) = typing.get_args(kind)
-        return tuple(_coerce(item_kind, item, f"{path}[{i}]") for i, item in enumerate(raw))
+        items = [_coerce(item_kind, item, f"{path}[{i}]", problems, what) for i, item in enumerate(raw)]
+        return _INVALID if any(item is _INVALID for item in items) else tuple(items)
     if origin in (types.UnionType, typing.Union):
         raise InternalError(f"recipe field '{path}' has a union type, which the loader does not support")
     if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
@@ -266,4 +455,5 @@ def _coerce(kind: Any, raw: Any, path: str) -> Any:
         return raw
     if kind in (bool, str) and isinstance(raw, kind):
         return raw
-    raise ConfigError(f"'{path}' must be {kind.__name__}, got {raw!r}")
+    problems.append(_Problem(f"'{path}' must be {kind.__name__}, got {raw!r}"))
+    return _INVALID

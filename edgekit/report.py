@@ -17,7 +17,7 @@ def render(manifest: dict[str, Any]) -> str:
         for name in ("prune", "quantize", "export", "latency", "size", "runtime", "io")
         if manifest.get(name)
     )
-    gate = acc.get("gate", {})
+    gate = acc.get("gate") or {}
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(manifest["name"])} for {html.escape(manifest["target"]["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:56em;margin:2em auto}}td{{padding:.2em 1em}}pre{{background:#f4f4f4;padding:1em}}</style></head>

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.errors import ExportError, InputError, first_line
+from edgekit.errors import ExportError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -115,24 +114,6 @@ def load_method(path: Path) -> Any:
     if method is None:
         raise ExportError(f"{path.name} has no 'forward' method", hint="re-run the build")
     return method
-
-
-def make_run(method: Any, example: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Return fn(batch) -> first output, running the batch-1 program once per sample."""
-    import torch
-
-    sample_shape, dtype = tuple(example.shape[1:]), example.dtype
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        if tuple(batch.shape[1:]) != sample_shape:
-            raise InputError(f"the .pte takes samples of shape {sample_shape}, got {tuple(batch.shape[1:])}")
-        outputs = []
-        for sample in batch:
-            x = torch.from_numpy(np.ascontiguousarray(sample[None], dtype=dtype))
-            outputs.append(method.execute([x])[0].detach().numpy().copy())
-        return np.concatenate(outputs, axis=0)
-
-    return run
 
 
 def node_location(node: Any) -> str:

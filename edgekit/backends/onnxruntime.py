@@ -1,214 +1,244 @@
 """The ONNX Runtime backend (targets rpi, rpi4): export to ONNX first, then int8 in ONNX Runtime.
 
-Flow: `torch.onnx.export(dynamo=True)` -> float `.onnx` -> `quant_pre_process` -> `quantize_static`
-(QDQ, per-channel int8 weights, uint8 activations, calibrated) for convolutional models, or
-`quantize_dynamic` (per-channel int8 weights) for Linear/attention models -> verified in
-`onnxruntime.InferenceSession`, the runtime the device runs.
+Flow: `torch.onnx.export(dynamo=True)` -> float `.onnx` (the float reference) -> `quant_pre_process`
+-> `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, calibrated) for convolutional
+models, or `quantize_dynamic` (per-channel int8 weights) for Linear/attention models. `open()` runs
+an artifact in `onnxruntime.InferenceSession`, the runtime the device runs.
 
 Heavy imports live inside the methods so `import edgekit` stays free of torch and onnxruntime.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import enum
 import os
 import shutil
 import warnings
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
-from edgekit.backends import Runner, installed_versions
-from edgekit.errors import ConfigError, ExportError, MissingDependencyError, did_you_mean, first_line
-from edgekit.recipe import Scheme
+from edgekit.backends.base import Arrays, Compiled, IoContract, Problem, Runner, installed_versions, missing_modules
+from edgekit.errors import ExportError, first_line
+from edgekit.recipe import QuantizeConfig, Recipe, Scheme, ranged
 
-if TYPE_CHECKING:
-    from edgekit.pipeline import BuildContext, BuildState
-
-OPTIONS: dict[str, str] = {
-    "opset": "ONNX opset the artifact is exported with; the app's onnxruntime must support it",
-    "threads": "intra-op threads the app should use (the host check uses at most this many)",
-}
-INPUT, OUTPUT = "input", "output"
 REFERENCE_NAME = Path("reference") / "model-fp32.onnx"
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_HINT = "pip install 'edgekit-deploy[rpi]'"
+MINIMUM_ORT = "1.17"  # per-channel QDQ with opset >= 17
+
+
+class ExecutionProvider(enum.StrEnum):
+    CPU = "CPUExecutionProvider"  # another provider (XNNPACK, ACL) is one more value and a target file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnnxRuntimeOptions:
+    """The `[options]` of an ONNX Runtime target. Every default lives here.
+
+    Attributes:
+        opset: ONNX opset of the artifact (17+ for per-channel QDQ); the app's onnxruntime must support it.
+        threads: intra-op threads the app should use; the host check uses at most this many.
+        execution_provider: the provider the artifact is built and checked for.
+    """
+
+    opset: int = ranged(18, ge=17)
+    threads: int = ranged(4, ge=1)
+    execution_provider: ExecutionProvider = ExecutionProvider.CPU
 
 
 class OnnxRuntimeBackend:
     """Export a PyTorch model to ONNX and quantize it with ONNX Runtime's own tools."""
 
-    name = "onnxruntime"
-    artifact_name = "model.onnx"
-    stage_order = ("export", "quantize")
-    extra = "rpi"
-
-    def check_installed(self) -> None:
-        """Raise MissingDependencyError when onnx, onnxruntime or onnxscript is absent."""
-        for module in ("torch", "onnx", "onnxruntime", "onnxscript"):
-            if importlib.util.find_spec(module) is None:
-                raise MissingDependencyError(
-                    f"the ONNX Runtime targets need '{module}', which is not installed", hint=_HINT
-                )
-
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Raise ConfigError for an unknown key or a bad value in the target's [options]."""
-        for key, value in options.items():
-            if key not in OPTIONS:
-                raise ConfigError(
-                    f"unknown option '{key}' for backend onnxruntime",
-                    hint=did_you_mean(key, list(OPTIONS)) or f"known options: {', '.join(OPTIONS)}",
-                )
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"option '{key}' must be a positive integer, got {value!r}", hint=OPTIONS[key])
-        if options.get("opset", 18) < 17:
-            raise ConfigError("option 'opset' must be 17 or newer for per-channel QDQ with the dynamo exporter")
+    name: ClassVar[str] = "onnxruntime"
+    artifact_name: ClassVar[str] = "model.onnx"
+    extra: ClassVar[str] = "rpi"
+    schemes: ClassVar[tuple[Scheme, ...]] = (Scheme.AUTO, Scheme.INT8_STATIC, Scheme.INT8_DYNAMIC, Scheme.FP32)
+    stores_sparse_weights: ClassVar[bool] = False
+    Options: ClassVar[type] = OnnxRuntimeOptions
 
     def versions(self) -> dict[str, str]:
         return installed_versions("torch", "onnx", "onnxruntime", "onnxscript")
 
-    def export(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        """Export state.model to a float ONNX file: the reference, and the input to quantization."""
-        import torch
+    def check(self, recipe: Recipe, options: OnnxRuntimeOptions) -> list[Problem]:
+        """ONNX Runtime offers every calibration method; only the packages can be missing."""
+        return missing_modules(("torch", "onnx", "onnxruntime", "onnxscript"), self.extra, "the ONNX Runtime targets")
 
-        path = ctx.workdir / REFERENCE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        opset = ctx.target.options.get("opset", 18)
-        example = (torch.from_numpy(state.example_input),)
-        # torch.export cannot trace a TorchScript module; the TorchScript exporter still can.
-        dynamo = not isinstance(state.model, torch.jit.ScriptModule)
-        try:
-            with warnings.catch_warnings():
-                # An exported GraphModule reports training=True although it was traced in eval mode.
-                warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
-                warnings.filterwarnings("ignore", message="no signature found for")
-                torch.onnx.export(
-                    state.model, example, str(path), dynamo=dynamo, opset_version=opset, verbose=False,
-                    input_names=[INPUT], output_names=[OUTPUT], external_data=False, optimize=True,
-                )  # fmt: skip
-        except Exception as exc:
-            raise ExportError(
-                f"torch.onnx.export failed: {first_line(exc)}",
-                hint="run with --traceback; an unsupported op is named above",
-            ) from exc
-        exporter = f"torch.onnx.export(dynamo={dynamo})"
-        return state.evolve(reference_artifact=path).with_facts(
-            "export", {"exporter": exporter, "opset": opset, "float_bytes": path.stat().st_size}
-        )
-
-    def quantize(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        """Quantize the float ONNX file per the recipe into ctx.workdir/model.onnx."""
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_dynamic,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        assert state.reference_artifact is not None and state.data is not None  # noqa: S101 - export ran
-        cfg = ctx.recipe.quantize
-        scheme, why = cfg.scheme, "asked for by the recipe"
+    def compile(
+        self,
+        model: Any,
+        io: IoContract,
+        example_inputs: Arrays,
+        calibration: Arrays,
+        quantize: QuantizeConfig,
+        options: OnnxRuntimeOptions,
+        workdir: Path,
+        *,
+        sparse_weights: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Compiled:
+        """Export `model` to a float ONNX file, then quantize it into `workdir/model.onnx`."""
+        reference = workdir / REFERENCE_NAME
+        export_facts = export_onnx(model, io, example_inputs, options.opset, reference)
+        scheme, why = quantize.scheme, "asked for by the recipe"
         if scheme is Scheme.AUTO:
-            scheme, why = choose_int8_scheme(state.model, state.example_input)
-            ctx.reporter.info(f"scheme auto -> {scheme.value}: {why}")
-        out = ctx.workdir / self.artifact_name
+            scheme, why = choose_int8_scheme(model, example_inputs[io.inputs[0].name])
+        artifact = workdir / self.artifact_name
         facts: dict[str, Any] = {
-            "requested": cfg.scheme.value,
+            "requested": quantize.scheme.value,
             "scheme": scheme.value,
             "chosen_because": why,
             "tool": "onnxruntime.quantization",
         }
-        if scheme is Scheme.FP32:
-            shutil.copyfile(state.reference_artifact, out)
-            return state.evolve(artifact=out).with_facts("quantize", {**facts, **quantized_ops(out)})
-        prepared = ctx.workdir / "prepared.onnx"
-        try:
-            quant_pre_process(str(state.reference_artifact), str(prepared), skip_symbolic_shape=True)
-            if scheme is Scheme.INT8_STATIC:
-                method = {
-                    "minmax": CalibrationMethod.MinMax,
-                    "entropy": CalibrationMethod.Entropy,
-                    "percentile": CalibrationMethod.Percentile,
-                }[cfg.calibration_method.value]
-                quantize_static(
-                    str(prepared), str(out), _Calibration(state.data.calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=cfg.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=method, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                )  # fmt: skip
-                facts |= {"format": "QDQ", "activations": "uint8 (calibrated)", "weights": "int8 symmetric", "per_channel": cfg.per_channel,
-                          "calibration_method": cfg.calibration_method.value, "calibration_samples": len(state.data.calibration)}  # fmt: skip
-            else:
-                quantize_dynamic(str(prepared), str(out), per_channel=cfg.per_channel, weight_type=QuantType.QInt8)
-                facts |= {
-                    "format": "dynamic (MatMulInteger/ConvInteger)",
-                    "activations": "uint8 at run time",
-                    "weights": "int8",
-                    "per_channel": cfg.per_channel,
-                }
-        except Exception as exc:
-            raise ExportError(
-                f"ONNX Runtime quantization failed: {first_line(exc)}",
-                hint="try --set quantize.scheme=int8-dynamic or fp32",
-            ) from exc
-        _drop_shape_annotations(out)
-        ops = quantized_ops(out)
-        state = state.evolve(artifact=out).with_facts("quantize", {**facts, **ops})
-        if not ops["quantized_ops"]:
-            state = state.with_warning(
-                "int8 quantization ran but quantized no Conv/MatMul/Gemm op: the artifact is effectively float"
+        facts |= quantize_onnx(reference, artifact, scheme, quantize, calibration, workdir)
+        ops = quantized_ops(artifact)
+        warnings_found: tuple[str, ...] = ()
+        if scheme is not Scheme.FP32 and not ops["quantized_ops"]:
+            warnings_found = (
+                "int8 quantization ran but quantized no Conv/MatMul/Gemm op: the artifact is effectively float",
             )
-        return state
-
-    def runner(self, state: BuildState, ctx: BuildContext) -> Runner:
-        assert state.artifact is not None  # noqa: S101 - quantize ran
-        return Runner(run=self._session_runner(state.artifact, ctx), mode="runtime")
-
-    def reference_runner(self, state: BuildState, ctx: BuildContext) -> Runner | None:
-        if state.reference_artifact is None:
-            return None
-        return Runner(run=self._session_runner(state.reference_artifact, ctx), mode="runtime")
-
-    def runtime_contract(self, state: BuildState, ctx: BuildContext) -> dict[str, Any]:
-        from importlib.metadata import version
-
-        return {
+        runtime = {
             "runtime": "onnxruntime",
-            "version": version("onnxruntime"),
-            "minimum_version": "1.17",  # per-channel QDQ with opset >= 17
-            "opset": ctx.target.options.get("opset", 18),
-            "execution_provider": "CPUExecutionProvider",
-            "threads": ctx.target.options.get("threads", 4),
-            "input_name": INPUT,
-            "output_name": OUTPUT,
+            "version": self.versions()["onnxruntime"],
+            "minimum_version": MINIMUM_ORT,
+            "opset": options.opset,
+            "execution_provider": options.execution_provider.value,
+            "threads": options.threads,
         }
+        return Compiled(
+            artifact=artifact,
+            float_reference=reference,
+            scheme=scheme,
+            facts={"export": export_facts, "quantize": {**facts, **ops}},
+            runtime=runtime,
+            warnings=warnings_found,
+        )
 
-    def _session_runner(self, path: Path, ctx: BuildContext):  # type: ignore[no-untyped-def]
+    def open(self, artifact: Path, io: IoContract, options: OnnxRuntimeOptions) -> Runner:
+        """Return a runner over an InferenceSession on the CPU execution provider."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = min(ctx.target.options.get("threads", 4), os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = min(options.threads, os.cpu_count() or 1)
+        session_options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(artifact), session_options, providers=[options.execution_provider.value])
         except Exception as exc:
-            raise ExportError(f"onnxruntime cannot load {path.name}: {first_line(exc)}") from exc
-        name = session.get_inputs()[0].name
-        return lambda batch: session.run(None, {name: batch})[0]
+            raise ExportError(f"onnxruntime cannot load {artifact.name}: {first_line(exc)}") from exc
+        names = [o.name for o in session.get_outputs()]
+        batch_one = any(i.shape and i.shape[0] == 1 for i in session.get_inputs())
+
+        def run_once(feeds: Arrays) -> list[np.ndarray]:
+            return list(session.run(names, dict(feeds)))
+
+        def run(feeds: Arrays) -> dict[str, np.ndarray]:
+            count = min(len(a) for a in feeds.values())
+            if not batch_one or count == 1:
+                return dict(zip(names, run_once(feeds), strict=True))
+            # A batch-1 artifact (what edgekit exports) runs a larger batch one sample at a time.
+            results = [run_once({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(count)]
+            return {name: np.concatenate([r[j] for r in results]) for j, name in enumerate(names)}
+
+        return Runner(run=run, mode="runtime", checked_with=f"onnxruntime {ort.__version__}")
+
+
+def export_onnx(model: Any, io: IoContract, example_inputs: Arrays, opset: int, path: Path) -> dict[str, Any]:
+    """Export `model` to a float ONNX file with the contract's input and output names."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = tuple(torch.from_numpy(np.ascontiguousarray(example_inputs[name])) for name in io.input_names)
+    # torch.export cannot trace a TorchScript module; the TorchScript exporter still can.
+    dynamo = not isinstance(model, torch.jit.ScriptModule)
+    try:
+        with warnings.catch_warnings():
+            # An exported GraphModule reports training=True although it was traced in eval mode.
+            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+            warnings.filterwarnings("ignore", message="no signature found for")
+            torch.onnx.export(
+                model, example, str(path), dynamo=dynamo, opset_version=opset, verbose=False,
+                input_names=io.input_names, output_names=io.output_names, external_data=False, optimize=True,
+            )  # fmt: skip
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export failed: {first_line(exc)}", hint="run with --traceback; an unsupported op is named above"
+        ) from exc
+    return {"exporter": f"torch.onnx.export(dynamo={dynamo})", "opset": opset, "float_bytes": path.stat().st_size}
+
+
+def quantize_onnx(
+    source: Path, out: Path, scheme: Scheme, config: QuantizeConfig, calibration: Arrays, workdir: Path
+) -> dict[str, Any]:
+    """Write `out`: a copy of `source` for fp32, else static QDQ or dynamic int8; return how it was done."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+
+    if scheme is Scheme.FP32:
+        shutil.copyfile(source, out)
+        return {}
+    prepared = workdir / "prepared.onnx"
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        if scheme is Scheme.INT8_STATIC:
+            samples = _count(calibration)
+            if samples == 0:
+                raise ExportError("int8-static needs calibration samples and there are none", hint="give --data")
+            method = methods[config.calibration_method.value]
+            quantize_static(
+                str(prepared), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=method, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )  # fmt: skip
+            facts = {
+                "format": "QDQ",
+                "activations": "uint8 (calibrated)",
+                "weights": "int8 symmetric",
+                "per_channel": config.per_channel,
+                "calibration_method": config.calibration_method.value,
+                "calibration_samples": samples,
+            }
+        else:
+            quantize_dynamic(str(prepared), str(out), per_channel=config.per_channel, weight_type=QuantType.QInt8)
+            facts = {
+                "format": "dynamic (MatMulInteger/ConvInteger)",
+                "activations": "uint8 at run time",
+                "weights": "int8",
+                "per_channel": config.per_channel,
+            }
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"ONNX Runtime quantization failed: {first_line(exc)}", hint="try --set quantize.scheme=int8-dynamic or fp32"
+        ) from exc
+    _drop_shape_annotations(out)
+    return facts
 
 
 class _Calibration:
-    """ONNX Runtime's CalibrationDataReader over the calibration split, one sample at a time."""
+    """ONNX Runtime's CalibrationDataReader over named calibration arrays, one sample at a time."""
 
-    def __init__(self, inputs: np.ndarray) -> None:
-        self._samples = iter([{INPUT: inputs[i : i + 1]} for i in range(len(inputs))])
+    def __init__(self, inputs: Arrays) -> None:
+        self._samples = iter(
+            [{name: np.ascontiguousarray(a[i : i + 1]) for name, a in inputs.items()} for i in range(_count(inputs))]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._samples, None)
+
+
+def _count(arrays: Arrays) -> int:
+    return min((len(a) for a in arrays.values()), default=0)
 
 
 def quantized_ops(path: Path) -> dict[str, Any]:
@@ -216,9 +246,8 @@ def quantized_ops(path: Path) -> dict[str, Any]:
     import onnx
 
     model = onnx.load(str(path))
-    int8_initializers = {
-        t.name for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    }
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    int8_initializers = {t.name for t in model.graph.initializer if t.data_type in int8}
     dequantized = {
         n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_initializers
     }

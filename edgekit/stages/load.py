@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from edgekit.backends.base import IoContract, TensorSpec
 from edgekit.data import check_shape, load_data
 from edgekit.errors import InputError, first_line
 from edgekit.modelio import load_model, run_torch
 from edgekit.pipeline import BuildContext, BuildState
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"  # the names of a one-input, one-output model
 
 
 class LoadStage:
@@ -48,6 +51,10 @@ class LoadStage:
                 f"the float model failed on the data ({first_line(exc)})",
                 hint="check the data's shape and dtype against the model",
             ) from None
+        io = IoContract(
+            inputs=(TensorSpec(name=INPUT_NAME, shape=tuple(example.shape), dtype=str(example.dtype)),),
+            outputs=(TensorSpec(name=OUTPUT_NAME, shape=(1, *baseline.shape[1:]), dtype="float32"),),
+        )
         return state.evolve(
-            float_model=loaded.module, model=loaded.module, example_input=example, data=data, baseline=baseline
+            float_model=loaded.module, model=loaded.module, io=io, example_input=example, data=data, baseline=baseline
         ).with_facts("source", loaded.facts)

@@ -1,40 +1,50 @@
 """Write the artifact folder atomically: `<out>/<name>-<target>.partial/`, then one rename.
 
-A failed or interrupted build leaves no folder that looks finished.
+A failed or interrupted build leaves no folder that looks finished. The manifest is built here, from
+the state the earlier stages handed on, and returned in the final state: nothing re-reads it.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import platform
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgekit import report
-from edgekit.errors import AccuracyGateError
-from edgekit.manifest import size_of, write_manifest
+from edgekit.backends.base import installed_versions
+from edgekit.errors import AccuracyGateError, InternalError
+from edgekit.manifest import (
+    Accuracy,
+    ArtifactRecord,
+    Gate,
+    Golden,
+    IoRecord,
+    Manifest,
+    Size,
+    TargetRecord,
+    size_of,
+    write_manifest,
+)
 from edgekit.pipeline import BuildContext, BuildState
-from edgekit.recipe import recipe_to_table
-from edgekit.tomlwrite import dumps
+from edgekit.recipe import Recipe, recipe_to_table, recipe_to_toml
 
 
 class PackageStage:
     name = "package"
-    requires = ("verify",)
+    requires: tuple[str, ...] = ("verify",)
 
     def applies(self, ctx: BuildContext) -> bool:
         return True
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        accuracy = state.facts.get("accuracy", {})
-        gate_failed = accuracy.get("gate", {}).get("passed") is False
-        if gate_failed and not ctx.allow_accuracy_failure:
+        manifest = build_manifest(state, ctx)
+        if manifest.gate_failed and not ctx.allow_accuracy_failure:
             raise AccuracyGateError(
-                _gate_message(accuracy) + "; no artifact written",
+                gate_message(manifest) + "; no artifact written",
                 hint="inspect the metrics with --json, or pass --allow-accuracy-failure to keep the artifact marked failed",
             )
         final = artifact_dir(ctx)
@@ -42,14 +52,14 @@ class PackageStage:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            _fill(staging, state, ctx)
+            manifest = _fill(staging, state, ctx, manifest)
             _replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        state = state.with_facts("package", {"path": str(final)})
-        if gate_failed:
-            raise AccuracyGateError(_gate_message(accuracy) + f"; artifact kept, marked failed, at {final}")
+        state = state.evolve(manifest=manifest, path=final)
+        if manifest.gate_failed:
+            raise AccuracyGateError(gate_message(manifest) + f"; artifact kept, marked failed, at {final}")
         return state
 
 
@@ -71,80 +81,111 @@ def artifact_name(ctx: BuildContext) -> str:
     return path.parent.name if path.stem == "model" and path.parent.name else path.stem
 
 
-def _fill(folder: Path, state: BuildState, ctx: BuildContext) -> None:
-    assert state.artifact is not None and state.example_input is not None and state.baseline is not None  # noqa: S101 - earlier stages ran
+def resolved_recipe(state: BuildState, ctx: BuildContext) -> Recipe:
+    """Return the recipe as it ran: the scheme `auto` chose and the sample counts the data gave."""
+    recipe = ctx.recipe
+    if state.compiled is not None:
+        recipe = dataclasses.replace(recipe, quantize=dataclasses.replace(recipe.quantize, scheme=state.compiled.scheme))
+    if state.data is not None and not state.data.is_synthetic:
+        used = state.data.provenance
+        sizes = {"calibration_size": used["calibration_size"], "evaluation_size": used["evaluation_size"]}
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **sizes))
+    return recipe
+
+
+def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
+    """Gather the manifest from the state; file hashes are added when it is written."""
+    compiled, io, data = state.compiled, state.io, state.data
+    if compiled is None or io is None or data is None:
+        raise InternalError("the package stage needs the compiled artifact, io contract and data")
+    facts = {key: dict(value) for key, value in state.facts.items()}
+    backend = ctx.backend
+    toolchain = {**backend.versions(), "python": platform.python_version(), "numpy": np.__version__}
+    if "prune" in facts:
+        toolchain |= installed_versions("torch-pruning")
+    accuracy = facts.get("accuracy", {"status": "skipped", "reason": "not verified"})
+    gate = accuracy.get("gate")
+    golden = facts.get("golden", {"count": 0})
+    return Manifest(
+        name=artifact_name(ctx),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        target=TargetRecord(
+            name=ctx.target.name, description=ctx.target.description, backend=backend.name, device=ctx.target.device
+        ),
+        artifact=ArtifactRecord(file=backend.artifact_name, format=backend.name),
+        edgekit={"version": _version()},
+        toolchain={**toolchain, "host": f"{platform.system()} {platform.machine()}"},
+        source_model=facts.get("source", {}),
+        recipe=recipe_to_table(resolved_recipe(state, ctx)),
+        io=IoRecord(
+            inputs=io.inputs, outputs=io.outputs, preprocessing=dict(data.preprocessing), labels=data.label_names
+        ),
+        runtime={**compiled.runtime, "options": recipe_to_table(ctx.plan.options)},
+        data=dict(data.provenance),
+        prune=facts.get("prune", {"applied": False}),
+        quantize=facts.get("quantize", {}),
+        export=facts.get("export", {}),
+        accuracy=Accuracy(
+            status=accuracy["status"],
+            reason=accuracy.get("reason", ""),
+            checked_with=accuracy.get("checked_with", ""),
+            metrics=accuracy.get("metrics", {}),
+            gate=Gate(rule=gate["rule"], value=gate["value"], passed=gate["passed"]) if gate else None,
+        ),
+        latency=facts.get("latency", {"measured": False}),
+        size=_size(compiled.artifact, compiled.float_reference),
+        golden=Golden(
+            count=golden["count"],
+            atol=golden.get("atol", 0.0),
+            rtol=golden.get("rtol", 0.0),
+            inputs=tuple(golden.get("inputs", ())),
+            outputs=tuple(golden.get("outputs", ())),
+            produced_by=golden.get("produced_by", ""),
+            reason=golden.get("reason", ""),
+        ),
+        warnings=state.warnings,
+        build={"seconds_by_stage": dict(ctx.timings)},
+    )
+
+
+def gate_message(manifest: Manifest) -> str:
+    gate = manifest.accuracy.gate
+    assert gate is not None  # noqa: S101 - only called when the gate failed
+    return f"accuracy gate failed: {gate.rule} but measured {gate.value:.3f}"
+
+
+def set_aside(final: Path) -> Path | None:
+    """Move an older artifact of this name to `<name>.previous`, so a failed rebuild never looks like it."""
+    if not final.exists():
+        return None
+    aside = final.with_name(final.name + ".previous")
+    shutil.rmtree(aside, ignore_errors=True)
+    final.rename(aside)
+    return aside
+
+
+def _size(artifact: Path, reference: Path | None) -> Size:
+    size = size_of(artifact)
+    if reference is None or not reference.exists():
+        return Size(artifact_bytes=size)
+    float_size = size_of(reference)
+    return Size(artifact_bytes=size, float_reference_bytes=float_size, artifact_over_float=size / float_size)
+
+
+def _fill(folder: Path, state: BuildState, ctx: BuildContext, manifest: Manifest) -> Manifest:
+    compiled = state.compiled
+    assert compiled is not None  # noqa: S101 - build_manifest checked
     artifact = folder / ctx.backend.artifact_name
-    if state.artifact.is_dir():
-        shutil.copytree(state.artifact, artifact)
+    if compiled.artifact.is_dir():
+        shutil.copytree(compiled.artifact, artifact)
     else:
-        shutil.copyfile(state.artifact, artifact)
+        shutil.copyfile(compiled.artifact, artifact)
     if (ctx.workdir / "golden").is_dir():
         shutil.copytree(ctx.workdir / "golden", folder / "golden")
-    (folder / "recipe.lock.toml").write_text(
-        f"# resolved recipe of this artifact (edgekit {_version()})\n" + dumps(recipe_to_table(ctx.recipe))
-    )
-    manifest = _manifest(state, ctx, artifact)
-    (folder / "report.html").write_text(report.render({**manifest, "files": {}}))
-    write_manifest(folder, manifest)
-
-
-def _manifest(state: BuildState, ctx: BuildContext, artifact: Path) -> dict[str, Any]:
-    contract = ctx.backend.runtime_contract(state, ctx)
-    data = state.data
-    size = {"artifact_bytes": size_of(artifact)}
-    if state.reference_artifact is not None and state.reference_artifact.exists():
-        size["float_reference_bytes"] = size_of(state.reference_artifact)
-        size["artifact_over_float"] = size["artifact_bytes"] / size["float_reference_bytes"]
-    facts = {key: dict(value) for key, value in state.facts.items()}
-    return {
-        "name": artifact_name(ctx),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target": {
-            "name": ctx.target.name,
-            "description": ctx.target.description,
-            "backend": ctx.backend.name,
-            "device": ctx.target.device,
-        },
-        "artifact": {"file": ctx.backend.artifact_name, "format": ctx.backend.name},
-        "edgekit": {"version": _version()},
-        "toolchain": {
-            **ctx.backend.versions(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "host": f"{platform.system()} {platform.machine()}",
-        },
-        "source_model": facts.get("source", {}),
-        "recipe": recipe_to_table(ctx.recipe),
-        "io": {
-            "inputs": [
-                {
-                    "name": contract.get("input_name", "input"),
-                    "shape": list(state.example_input.shape),
-                    "dtype": contract.get("input_dtype", str(state.example_input.dtype)),
-                }
-            ],
-            "outputs": [
-                {
-                    "name": contract.get("output_name", "output"),
-                    "shape": [1, *state.baseline.shape[1:]],
-                    "dtype": "float32",
-                }
-            ],
-            "preprocessing": data.preprocessing if data else {},
-            "labels": list(data.label_names) if data else [],
-        },
-        "runtime": contract,
-        "data": data.provenance if data else {},
-        "prune": facts.get("prune", {"applied": False}),
-        "quantize": facts.get("quantize", {}),
-        "export": facts.get("export", {}),
-        "accuracy": facts.get("accuracy", {"status": "skipped", "reason": "not verified"}),
-        "latency": facts.get("latency", {"measured": False}),
-        "size": size,
-        "golden": facts.get("golden", {"count": 0}),
-        "warnings": list(state.warnings),
-        "build": {"seconds_by_stage": dict(ctx.timings), "pid": os.getpid()},
-    }
+    header = f"the resolved recipe of this artifact (edgekit {_version()})"
+    (folder / "recipe.lock.toml").write_text(recipe_to_toml(resolved_recipe(state, ctx), header), encoding="utf-8")
+    (folder / "report.html").write_text(report.render(manifest.to_json()), encoding="utf-8")
+    return write_manifest(folder, manifest)
 
 
 def _replace(staging: Path, final: Path) -> None:
@@ -155,11 +196,6 @@ def _replace(staging: Path, final: Path) -> None:
         final.rename(old)
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _gate_message(accuracy: dict[str, Any]) -> str:
-    gate = accuracy["gate"]
-    return f"accuracy gate failed: {gate['rule']} but measured {gate['value']:.3f}"
 
 
 def _version() -> str:

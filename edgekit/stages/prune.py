@@ -21,10 +21,6 @@ from edgekit.errors import ConfigError
 from edgekit.pipeline import BuildContext, BuildState
 from edgekit.recipe import PruneMethod, RecoveryMode
 
-# Runtimes whose artifacts store zero weights sparse, so unstructured sparsity makes them smaller.
-SPARSE_BACKENDS = ("coreml",)
-DEFAULT_WEIGHT_THRESHOLD = 2048  # Core ML's own: smaller weights stay dense
-
 
 class PruneStage:
     name = "prune"
@@ -64,7 +60,8 @@ class PruneStage:
             taylor = structured.taylor_loss_fn(*_taylor_batch(state), teacher=state.float_model)
             structured.prune_channels(model, example, config, kept, taylor_loss=taylor)
         else:
-            threshold = int(ctx.target.options.get("weight_threshold", DEFAULT_WEIGHT_THRESHOLD))
+            # A backend that stores sparse weights says from what size on, in its options (Core ML: 2048).
+            threshold = int(getattr(ctx.plan.options, "weight_threshold", 0))
             layers = sparse.eligible_layers(model, kept, threshold)
             if method is PruneMethod.N_M:
                 ctx.reporter.info(f"zeroing {config.n} of every {config.m} weights in {len(layers)} layers")
@@ -143,34 +140,12 @@ class PruneStage:
 
 
 def check_request(ctx: BuildContext, *, has_labels: bool) -> None:
-    """Raise ConfigError for a pruning request this target or this data cannot honour."""
-    config = ctx.recipe.prune
-    if not 0 < config.ratio < 1:
+    """Raise ConfigError for a pruning request this data cannot honour (the rest is checked at resolve)."""
+    if ctx.recipe.prune.recovery.mode is RecoveryMode.FINETUNE and not has_labels:
         raise ConfigError(
-            f"prune.ratio must be between 0 and 1 (exclusive), got {config.ratio}", hint="e.g. prune.ratio = 0.3"
-        )
-    backend = ctx.backend.name
-    if config.method is not PruneMethod.STRUCTURED and backend not in SPARSE_BACKENDS:
-        raise ConfigError(
-            f'prune.method = "{config.method.value}" would not shrink the {backend} artifact: {backend} stores '
-            "zeroed weights densely, so the file keeps its size and speed",
-            hint='use prune.method = "structured" (whole channels removed)',
-        )
-    if config.method is PruneMethod.N_M and not 0 < config.n < config.m:
-        raise ConfigError(
-            f"prune.n must be between 1 and prune.m - 1, got n = {config.n}, m = {config.m}", hint="e.g. n = 2, m = 4"
-        )
-    if config.method is not PruneMethod.STRUCTURED and backend == "coreml":
-        from edgekit.backends.coreml.backend import check_sparsity
-
-        check_sparsity(ctx)
-    if config.recovery.mode is RecoveryMode.FINETUNE and not has_labels:
-        raise ConfigError(
-            "prune.recovery.mode = \"finetune\" needs labelled data (an .npz with 'labels', or an image folder)",
+            'prune.recovery.mode = "finetune" needs labelled data (an .npz with \'labels\', or an image folder)',
             hint='use prune.recovery.mode = "distill", which learns the float model\'s outputs',
         )
-    if config.recovery.steps < 0 or config.recovery.time_budget_s < 0 or config.recovery.batch_size < 1:
-        raise ConfigError("prune.recovery.steps and time_budget_s must be >= 0 and batch_size >= 1")
 
 
 class _Accuracy:

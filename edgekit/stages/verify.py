@@ -1,7 +1,8 @@
-"""Run the artifact on the evaluation data, compare it with the float model, apply the gate.
+"""Run the artifact in its runtime on the evaluation split, compare with the float model, apply the gate.
 
-Status: `passed`/`failed` only when the artifact itself ran in its runtime; `proxy` when a host-side
-stand-in with the same compression ran instead; `skipped` when there was no real data.
+The status is honest: `passed`/`failed` only when the artifact itself ran in its runtime; `proxy` when
+a host-side stand-in with the same compression ran instead; `skipped` when there was no real data, or
+when nothing on this host can run the artifact (the reason is recorded and the artifact is kept).
 """
 
 from __future__ import annotations
@@ -11,40 +12,47 @@ from typing import Any
 import numpy as np
 
 from edgekit import latency, metrics
-from edgekit.backends import Runner
-from edgekit.errors import ExportError, first_line
+from edgekit.backends.base import IoContract, Runner, RunnerUnavailable
+from edgekit.errors import ExportError, InternalError, first_line
 from edgekit.pipeline import BuildContext, BuildState
 from edgekit.recipe import GateConfig
 
 
 class VerifyStage:
     name = "verify"
-    requires = ("load", "prune", "quantize", "export")
+    requires: tuple[str, ...] = ("load", "prune", "compile")
 
     def applies(self, ctx: BuildContext) -> bool:
         return True
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        assert state.data is not None and state.baseline is not None and state.example_input is not None  # noqa: S101 - set by load
-        runner = ctx.backend.runner(state, ctx)
-        outputs = run_artifact(runner, state.data.evaluation)
-        found = metrics.compare(state.baseline, outputs, state.data.evaluation_labels)
-        accuracy = judge(
-            found, runner, ctx.recipe.gate, synthetic=state.data.is_synthetic, checked_with=_checked_with(ctx, runner)
-        )
+        compiled, data, io = state.compiled, state.data, state.io
+        if compiled is None or data is None or io is None or state.baseline is None:
+            raise InternalError("the verify stage needs the compiled artifact, data and float baseline")
+        try:
+            runner = ctx.backend.open(compiled.artifact, io, ctx.plan.options)
+        except RunnerUnavailable as exc:
+            accuracy = {"status": "skipped", "reason": exc.reason, "checked_with": "nothing: no runner on this host"}
+            state = state.with_warning(f"accuracy status 'skipped': {exc.reason}")
+            return state.with_facts("accuracy", accuracy).with_facts("golden", {"count": 0, "reason": exc.reason})
+        outputs = run_artifact(runner, io, data.evaluation)
+        found = metrics.compare(state.baseline, outputs, data.evaluation_labels)
+        accuracy = judge(found, runner, ctx.recipe.gate, synthetic=data.is_synthetic)
         state = state.with_facts("accuracy", accuracy)
         if accuracy["status"] == "proxy":
             state = state.with_warning(f"accuracy status 'proxy': {runner.reason}")
-        state = state.with_facts("golden", write_golden(state, runner, outputs, ctx))
+        state = state.with_facts("golden", write_golden(data.evaluation, outputs, runner, ctx))
         if ctx.recipe.latency.enabled:
             state = _measure_latency(state, ctx, runner)
         return state
 
 
-def run_artifact(runner: Runner, inputs: np.ndarray) -> np.ndarray:
-    """Run every sample (batch 1) through the runner and stack the outputs."""
+def run_artifact(runner: Runner, io: IoContract, inputs: np.ndarray) -> np.ndarray:
+    """Run every sample (batch 1) through the runner and stack the first output."""
+    name, output = io.inputs[0].name, io.outputs[0].name
     try:
-        return np.concatenate([np.asarray(runner.run(inputs[i : i + 1]), dtype=np.float32) for i in range(len(inputs))])
+        results = [runner.run({name: inputs[i : i + 1]})[output] for i in range(len(inputs))]
+        return np.concatenate([np.asarray(r, dtype=np.float32) for r in results])
     except Exception as exc:
         raise ExportError(
             f"the exported artifact failed to run ({first_line(exc)})",
@@ -52,18 +60,14 @@ def run_artifact(runner: Runner, inputs: np.ndarray) -> np.ndarray:
         ) from exc
 
 
-def judge(
-    found: dict[str, float], runner: Runner, gate: GateConfig, *, synthetic: bool, checked_with: str
-) -> dict[str, Any]:
+def judge(found: dict[str, float], runner: Runner, gate: GateConfig, *, synthetic: bool) -> dict[str, Any]:
     """Apply the gate to the metrics and name the status honestly."""
     if "top1_drop" in found:
-        rule, value, passed = (
-            f"top1_drop <= {gate.max_top1_drop}",
-            found["top1_drop"],
-            found["top1_drop"] <= gate.max_top1_drop,
-        )
+        rule, value = f"top1_drop <= {gate.max_top1_drop}", found["top1_drop"]
+        passed = value <= gate.max_top1_drop
     else:
-        rule, value, passed = f"sqnr_db >= {gate.min_sqnr_db}", found["sqnr_db"], found["sqnr_db"] >= gate.min_sqnr_db
+        rule, value = f"sqnr_db >= {gate.min_sqnr_db}", found["sqnr_db"]
+        passed = value >= gate.min_sqnr_db
     if synthetic:
         status, reason = "skipped", "no real data: metrics are on synthetic inputs and say nothing about accuracy"
     elif runner.mode == "proxy":
@@ -73,18 +77,17 @@ def judge(
     return {
         "status": status,
         "reason": reason,
-        "checked_with": checked_with,
+        "checked_with": runner.checked_with,
         "metrics": found,
         "gate": {"rule": rule, "value": value, "passed": None if synthetic else bool(passed)},
     }
 
 
-def write_golden(state: BuildState, runner: Runner, outputs: np.ndarray, ctx: BuildContext) -> dict[str, Any]:
+def write_golden(inputs: np.ndarray, outputs: np.ndarray, runner: Runner, ctx: BuildContext) -> dict[str, Any]:
     """Save a few evaluation inputs and the artifact's outputs for an on-device self-test."""
     folder = ctx.workdir / "golden"
     folder.mkdir(parents=True, exist_ok=True)
     count = min(ctx.recipe.golden.samples, len(outputs))
-    inputs = state.data.evaluation  # type: ignore[union-attr]
     for i in range(count):
         np.save(folder / f"input_{i}.npy", np.ascontiguousarray(inputs[i : i + 1]))
         np.save(folder / f"output_{i}.npy", np.ascontiguousarray(outputs[i : i + 1]))
@@ -103,13 +106,16 @@ def write_golden(state: BuildState, runner: Runner, outputs: np.ndarray, ctx: Bu
 
 
 def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> BuildState:
-    reference = ctx.backend.reference_runner(state, ctx)
-    if runner.mode != "runtime" or reference is None:
+    compiled, io = state.compiled, state.io
+    assert compiled is not None and io is not None and state.example_input is not None  # noqa: S101 - run() checked
+    if runner.mode != "runtime" or compiled.float_reference is None:
         return state.with_facts("latency", {"measured": False, "reason": "the artifact's runtime is not on this host"})
+    reference = ctx.backend.open(compiled.float_reference, io, ctx.plan.options)
     cfg = ctx.recipe.latency
+    feeds = {io.inputs[0].name: state.example_input}
     timed = latency.measure(
-        {"float": reference.run, "artifact": runner.run}, state.example_input, warmup=cfg.warmup, runs=cfg.runs
-    )  # type: ignore[arg-type]
+        {"float": reference.run, "artifact": runner.run}, feeds, warmup=cfg.warmup, runs=cfg.runs
+    )
     ratio = timed["artifact"]["median_ms"] / timed["float"]["median_ms"]
     facts = {"measured": True, "where": "this build host (not the device)", **timed, "artifact_over_float": ratio}
     state = state.with_facts("latency", facts)
@@ -118,9 +124,3 @@ def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> Bu
             f"the quantized artifact is not faster than float on this host ({ratio:.2f}x float latency)"
         )
     return state
-
-
-def _checked_with(ctx: BuildContext, runner: Runner) -> str:
-    versions = ctx.backend.versions()
-    runtime = ctx.backend.name
-    return f"{runtime} {versions.get(runtime, '')}".strip() if runner.mode == "runtime" else f"proxy ({runner.reason})"

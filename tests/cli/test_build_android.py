@@ -36,7 +36,7 @@ def test_encoder_builds_with_the_dynamic_recipe(tmp_path: Path) -> None:
 
     manifest = edgekit.build(
         spec, target="android", recipe="android-int8-dynamic", out_dir=tmp_path, overrides=("latency.runs=10",)
-    ).manifest
+    ).manifest.to_json()
 
     assert manifest["quantize"]["scheme"] == "int8-dynamic"
     assert manifest["accuracy"]["status"] == "skipped" and manifest["accuracy"]["metrics"]["cosine"] > 0.99
@@ -63,7 +63,7 @@ def _random_init(name: str, tmp_path: Path) -> Path:
 def test_torchvision_models_build_for_android(tmp_path: Path, name: str, max_size_ratio: float) -> None:
     manifest = edgekit.build(
         str(_random_init(name, tmp_path)), target="android", out_dir=tmp_path / "dist", overrides=("latency.runs=10",)
-    ).manifest
+    ).manifest.to_json()
 
     assert manifest["accuracy"]["status"] == "skipped"
     assert manifest["size"]["artifact_over_float"] <= max_size_ratio

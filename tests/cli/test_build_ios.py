@@ -16,7 +16,7 @@ from tests.conftest import DIGITS, ROOT
 def test_digits_ios_within_a_point(tmp_path: Path, recipe: str) -> None:
     manifest = edgekit.build(
         str(DIGITS / "model.pt2"), target="ios", recipe=recipe, data=DIGITS / "data.npz", out_dir=tmp_path
-    ).manifest
+    ).manifest.to_json()
 
     accuracy = manifest["accuracy"]
     expected = "passed" if sys.platform == "darwin" else "proxy"
@@ -31,14 +31,16 @@ def test_digits_ios_within_a_point(tmp_path: Path, recipe: str) -> None:
 def test_encoder_builds_for_ios(tmp_path: Path) -> None:
     manifest = edgekit.build(
         f"{ROOT / 'examples' / 'encoder' / 'model.py'}:build", target="ios", out_dir=tmp_path
-    ).manifest
+    ).manifest.to_json()
     assert manifest["accuracy"]["metrics"]["cosine"] > 0.99
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
 def test_torchvision_w8_weights_shrink(tmp_path: Path, name: str) -> None:
-    manifest = edgekit.build(str(_random_init(name, tmp_path)), target="ios", out_dir=tmp_path / "dist").manifest
+    manifest = edgekit.build(
+        str(_random_init(name, tmp_path)), target="ios", out_dir=tmp_path / "dist"
+    ).manifest.to_json()
 
     assert manifest["export"]["weights_ratio_to_fp16"] <= 0.55
     assert manifest["export"]["weights_ratio_to_fp32"] <= 0.28

@@ -17,9 +17,13 @@ FAST = ("latency.runs=10", "prune.recovery.steps=150")
 @pytest.mark.parametrize(("target", "recipe"), [("rpi", "rpi-pruned-int8"), ("android", "android-pruned-int8")])
 def test_digits_30pct_structured_is_smaller_and_within_1_5_points(tmp_path: Path, target: str, recipe: str) -> None:
     common = {"target": target, "weights": DIGITS / "weights.pt", "data": DIGITS / "data.npz"}
-    plain = edgekit.build(FACTORY, out_dir=tmp_path / "plain", overrides=("latency.runs=10",), **common).manifest
+    plain = edgekit.build(
+        FACTORY, out_dir=tmp_path / "plain", overrides=("latency.runs=10",), **common
+    ).manifest.to_json()
 
-    pruned = edgekit.build(FACTORY, recipe=recipe, out_dir=tmp_path / "pruned", overrides=FAST, **common).manifest
+    pruned = edgekit.build(
+        FACTORY, recipe=recipe, out_dir=tmp_path / "pruned", overrides=FAST, **common
+    ).manifest.to_json()
 
     prune = pruned["prune"]
     assert prune["method"] == "structured" and prune["ratio"] == 0.3
@@ -33,11 +37,11 @@ def test_digits_30pct_structured_is_smaller_and_within_1_5_points(tmp_path: Path
 @pytest.mark.slow
 def test_ios18_50pct_sparse_package_is_smaller_than_w8(tmp_path: Path) -> None:
     common = {"target": "ios18", "weights": DIGITS / "weights.pt", "data": DIGITS / "data.npz"}
-    w8 = edgekit.build(FACTORY, out_dir=tmp_path / "w8", **common).manifest
+    w8 = edgekit.build(FACTORY, out_dir=tmp_path / "w8", **common).manifest.to_json()
 
     sparse = edgekit.build(
         FACTORY, recipe="ios-sparse-w8", out_dir=tmp_path / "sparse", overrides=FAST, **common
-    ).manifest
+    ).manifest.to_json()
 
     assert sparse["prune"]["sparsity"]["overall"] >= 0.4
     assert sparse["accuracy"]["status"] == "proxy" and sparse["accuracy"]["metrics"]["top1_drop"] <= 1.5

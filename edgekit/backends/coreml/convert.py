@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.backends.base import Arrays, IoContract
 from edgekit.errors import ExportError
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 WEIGHTS_FILE = Path("Data") / "com.apple.CoreML" / "weights" / "weight.bin"
 WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y", "gather": "x"}
 
 
 def convert(
-    model: Any, example: np.ndarray, *, precision: str, minimum_target: str, compute_units: str
+    model: Any, io: IoContract, examples: Arrays, *, precision: str, minimum_target: str, compute_units: str
 ) -> tuple[Any, str]:
     """Convert `model` to an ML program; return it and the frontend that worked.
 
@@ -30,22 +30,21 @@ def convert(
     import coremltools as ct
     import torch
 
-    is_int = np.issubdtype(example.dtype, np.integer)
     # Core ML has no int64 tensors: token ids enter as int32 (the manifest says so).
-    inputs = [ct.TensorType(name=INPUT_NAME, shape=example.shape, dtype=np.int32 if is_int else np.float32)]
+    inputs = [ct.TensorType(name=t.name, shape=t.shape, dtype=np.dtype(coreml_dtype(t.dtype))) for t in io.inputs]
     kwargs = dict(
         inputs=inputs,
-        outputs=[ct.TensorType(name=OUTPUT_NAME)],
+        outputs=[ct.TensorType(name=name) for name in io.output_names],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, minimum_target),
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         compute_units=getattr(ct.ComputeUnit, compute_units),
         skip_model_load=True,  # loading needs the Core ML runtime; runner() loads it where one exists
     )
-    sample = torch.from_numpy(example)
-    errors = []
+    sample = tuple(torch.from_numpy(np.ascontiguousarray(examples[name])) for name in io.input_names)
+    errors: list[str] = []
     try:
-        program = torch.export.export(model, (sample,)).run_decompositions({})
+        program = torch.export.export(model, sample).run_decompositions({})
         _spell_out_max_pool_stride(program)
         return ct.convert(program, **kwargs), "torch.export"
     except Exception as exc:  # any failure here is retried through TorchScript below
@@ -99,26 +98,33 @@ def quantize_activations(mlmodel: Any, stats: dict[str, dict[str, float]]) -> An
     return insert_activation_quantization(mlmodel, config, stats)
 
 
-def set_contract(mlmodel: Any, contract: dict[str, Any]) -> None:
-    """Write the preprocessing contract and labels into the model's own metadata."""
+def set_contract(mlmodel: Any, io: IoContract, contract: Mapping[str, Any]) -> None:
+    """Write the preprocessing contract and labels into the model's own metadata and descriptions."""
     meta = mlmodel.user_defined_metadata
     for key, value in contract.items():
         meta[f"edgekit.{key}"] = value if isinstance(value, str) else json.dumps(value)
     prep = contract.get("preprocessing") or {}
-    mlmodel.short_description = (
-        f"edgekit {contract.get('scheme', '')} model. Input '{INPUT_NAME}': "
-        + (
-            f"pixels * {prep.get('scale')} - mean {prep.get('mean')} / std {prep.get('std')}, layout {prep.get('layout')}, "
-            f"color {prep.get('color')}"
-            if prep
-            else "see edgekit.preprocessing"
-        )
-        + f". Output '{OUTPUT_NAME}'"
-        + (f": scores for {len(contract['labels'])} labels (edgekit.labels)." if contract.get("labels") else ".")
+    labels = contract.get("labels") or []
+    inputs = ", ".join(f"'{n}'" for n in io.input_names)
+    outputs = ", ".join(f"'{n}'" for n in io.output_names)
+    how = (
+        f"pixels * {prep.get('scale')} - mean {prep.get('mean')} / std {prep.get('std')}, layout {prep.get('layout')}, "
+        f"color {prep.get('color')}"
+        if prep
+        else "see edgekit.preprocessing"
     )
-    mlmodel.input_description[INPUT_NAME] = json.dumps(prep) if prep else "model input"
-    mlmodel.output_description[OUTPUT_NAME] = (
-        "scores, one per entry of edgekit.labels" if contract.get("labels") else "model output"
+    scores = f": scores for {len(labels)} labels (edgekit.labels)." if labels else "."
+    mlmodel.short_description = f"edgekit {contract.get('scheme', '')} model. Inputs {inputs}: {how}. Outputs {outputs}{scores}"
+    for name in io.input_names:
+        mlmodel.input_description[name] = json.dumps(prep) if prep else "model input"
+    for name in io.output_names:
+        mlmodel.output_description[name] = "scores, one per entry of edgekit.labels" if labels else "model output"
+
+
+def coreml_dtype(dtype: str) -> str:
+    """Return the dtype Core ML takes for a numpy input dtype: no int64 or float64 tensors exist there."""
+    return {"int64": "int32", "float64": "float32", "bool": "bool", "float16": "float16"}.get(
+        dtype, "int32" if dtype.startswith(("int", "uint")) else "float32"
     )
 
 

@@ -1,0 +1,172 @@
+"""Check an artifact from its folder alone: its files, its golden self-test, and the accuracy it recorded.
+
+Nothing here needs the target file or the build's context: the backend, its options and the io
+contract all come from the manifest, so an artifact built for a custom `--target my.toml` verifies
+like any other. With data, the artifact is measured again against float outputs re-computed from
+the source model, whose sha256 must match the one the manifest recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import IoContract, Runner, RunnerUnavailable
+from edgekit.errors import ExitStatus, InputError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GoldenCheck:
+    samples: int
+    max_abs_error: float | None  # None when nothing could run them
+    atol: float
+    within_tolerance: bool | None
+    checked_with: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """What `edgekit verify` found. `exit_status` is 0 only when every check that ran held."""
+
+    artifact: Path
+    status: str  # passed | failed | proxy | skipped
+    golden: GoldenCheck
+    build_accuracy: str  # the accuracy status the manifest recorded at build time
+    build_gate: dict[str, Any] | None
+    remeasured: dict[str, Any] | None = None  # with --data: metrics, gate, where the float outputs came from
+    problems: tuple[str, ...] = ()  # why the status is not `passed`, one line each
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.ACCURACY_FAILED if self.status == "failed" else ExitStatus.OK
+
+
+def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None = None) -> VerifyResult:
+    """Verify the artifact in `folder`; raise InputError when its files do not match the manifest."""
+    from edgekit.api import raise_problems
+    from edgekit.backends import get_backend
+    from edgekit.compat import untested_versions
+    from edgekit.manifest import check_files, read_manifest
+    from edgekit.recipe import build_recipe, parse_table
+
+    manifest = read_manifest(folder)
+    changed = check_files(folder, manifest)
+    if changed:
+        raise InputError(f"artifact files do not match the manifest: {'; '.join(changed)}", hint="rebuild the artifact")
+    backend = get_backend(manifest.target.backend)
+    options = parse_table(backend.Options, manifest.runtime.get("options", {}), "runtime.options", what="option")
+    recipe = build_recipe(manifest.recipe)
+    raise_problems([p for p in backend.check(recipe, options) if p.status is ExitStatus.MISSING_DEPENDENCY])
+    io = IoContract(inputs=manifest.io.inputs, outputs=manifest.io.outputs)
+    artifact = folder / manifest.artifact.file
+    warnings = tuple(_toolchain_drift(manifest.toolchain, backend.versions()))
+    warnings += tuple(w for w in untested_versions(backend.versions()) if w not in warnings)
+    try:
+        runner: Runner | None = backend.open(artifact, io, options)
+    except RunnerUnavailable as exc:
+        runner, unavailable = None, exc.reason
+    golden = _check_golden(folder, manifest.golden, io, runner, unavailable if runner is None else "")
+    problems = []
+    if golden.within_tolerance is False:
+        problems.append(
+            f"golden outputs differ: max abs error {golden.max_abs_error:.3g} > tolerance {golden.atol:.3g} "
+            f"({golden.checked_with})"
+        )
+    gate = manifest.accuracy.gate
+    if manifest.accuracy.status == "failed" and gate is not None:
+        problems.append(f"the artifact failed its accuracy gate when it was built: {gate.rule} but measured {gate.value:.3f}")
+    remeasured = None
+    if data is not None:
+        if runner is None:
+            raise InputError(f"cannot re-measure '{folder}' here: {golden.reason}")
+        remeasured = _remeasure(manifest, recipe, runner, io, data, model)
+        if remeasured["gate"]["passed"] is False and runner.mode == "runtime":
+            problems.append(f"re-measured on {data}: {remeasured['gate']['rule']} but measured {remeasured['gate']['value']:.3f}")
+    if problems:
+        status = "failed"
+    elif runner is None or manifest.accuracy.status == "skipped":
+        status = "skipped"
+    elif runner.mode == "proxy":
+        status = "proxy"
+    else:
+        status = "passed"
+    return VerifyResult(
+        artifact=folder,
+        status=status,
+        golden=golden,
+        build_accuracy=manifest.accuracy.status,
+        build_gate=None if gate is None else {"rule": gate.rule, "value": gate.value, "passed": gate.passed},
+        remeasured=remeasured,
+        problems=tuple(problems),
+        warnings=warnings,
+    )
+
+
+def _check_golden(folder: Path, golden: Any, io: IoContract, runner: Runner | None, unavailable: str) -> GoldenCheck:
+    if runner is None:
+        return GoldenCheck(samples=golden.count, max_abs_error=None, atol=golden.atol, within_tolerance=None,
+                           checked_with="nothing", reason=unavailable)  # fmt: skip
+    if not golden.count:
+        return GoldenCheck(samples=0, max_abs_error=None, atol=golden.atol, within_tolerance=None,
+                           checked_with=runner.checked_with, reason=golden.reason or "the artifact has no golden samples")  # fmt: skip
+    worst = 0.0
+    name, output = io.inputs[0].name, io.outputs[0].name
+    for x, y in zip(golden.inputs, golden.outputs, strict=True):
+        got = np.asarray(runner.run({name: np.load(folder / x)})[output], dtype=np.float32)
+        worst = max(worst, float(np.max(np.abs(got - np.load(folder / y)))))
+    return GoldenCheck(samples=golden.count, max_abs_error=worst, atol=golden.atol,
+                       within_tolerance=worst <= golden.atol, checked_with=runner.checked_with)  # fmt: skip
+
+
+def _remeasure(manifest: Any, recipe: Any, runner: Runner, io: IoContract, data: Path, model: str | None) -> dict[str, Any]:
+    """Measure the artifact on `data` against float outputs re-computed from the source model."""
+    from edgekit import metrics
+    from edgekit.data import check_shape, load_data
+    from edgekit.modelio import load_model, run_torch
+    from edgekit.stages.verify import judge, run_artifact
+
+    source = manifest.source_model
+    spec = model or source.get("path") or source.get("spec")
+    if not spec:
+        raise InputError("the manifest does not say where the source model is", hint="pass --model")
+    weights = source.get("weights")
+    try:
+        loaded = load_model(str(spec), weights=Path(weights) if weights else None)
+    except InputError as exc:
+        raise InputError(
+            f"cannot re-compute the float outputs: {exc.message}", hint="pass --model with the model the artifact was built from"
+        ) from None
+    if loaded.facts.get("sha256") != source.get("sha256"):
+        raise InputError(
+            f"the source model '{spec}' is not the one this artifact was built from (sha256 differs)",
+            hint="pass --model with the model the artifact was built from",
+        )
+    example = np.zeros(io.inputs[0].shape, dtype=io.inputs[0].dtype)
+    dataset = load_data(data, recipe.data, recipe.preprocessing, example)
+    check_shape(dataset, example)
+    baseline = run_torch(loaded.module, dataset.evaluation)
+    found = metrics.compare(baseline, run_artifact(runner, io, dataset.evaluation), dataset.evaluation_labels)
+    verdict = judge(found, runner, recipe.gate, synthetic=False)
+    same = dataset.provenance.get("sha256") == manifest.data.get("sha256")
+    return {
+        "data": str(data),
+        "samples": len(dataset.evaluation),
+        "split": "the build's evaluation split" if same else "the evaluation split of new data",
+        "float_outputs": f"re-computed from {spec} (sha256 matches the manifest)",
+        "metrics": found,
+        "gate": verdict["gate"],
+        "checked_with": runner.checked_with,
+    }
+
+
+def _toolchain_drift(recorded: dict[str, str], installed: dict[str, str]) -> list[str]:
+    return [
+        f"{name} {installed[name]} is installed but the artifact was built with {version}"
+        for name, version in recorded.items()
+        if name in installed and installed[name] != version
+    ]
