@@ -226,11 +226,13 @@ def render_summary(s: dict[str, Any]) -> str:
         lines.append(f"  why      {s['reason']}")
     if "float_top1" in m:
         lines.append(
-            f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop {m['top1_drop']:.2f} points)"
+            f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop "
+            f"{m['top1_drop']:.2f} points)"
         )
     if m:
         lines.append(
-            f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement {m['top1_agreement']:.1f}%"
+            f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement "
+            f"{m['top1_agreement']:.1f}%"
         )
     if s["gate"]:
         lines.append(f"  gate     {_gate_line(s['gate'])}")
@@ -238,7 +240,8 @@ def render_summary(s: dict[str, Any]) -> str:
     lines.append(f"size       {s['size_bytes'] / 1e6:.3f} MB{ratio}")
     if s["latency_ms"] is not None:
         lines.append(
-            f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host ({s['latency_over_float']:.2f}x)"
+            f"latency    {s['latency_ms']:.3f} ms vs float {s['float_latency_ms']:.3f} ms on this host "
+            f"({s['latency_over_float']:.2f}x)"
         )
     return "\n".join(lines)
 
@@ -248,7 +251,8 @@ def render_verify(found: VerifyResult) -> str:
     lines = [f"{found.artifact}: {found.status}"]
     if g.max_abs_error is not None:
         lines.append(
-            f"  golden    {g.samples} samples, max abs error {g.max_abs_error:.3g} (tolerance {g.atol:.3g}), {g.checked_with}"
+            f"  golden    {g.samples} samples, max abs error {g.max_abs_error:.3g} (tolerance {g.atol:.3g}), "
+            f"{g.checked_with}"
         )
     else:
         lines.append(f"  golden    not run: {g.reason}")

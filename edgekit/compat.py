@@ -17,7 +17,10 @@ TESTED = {
 def untested_versions(found: dict[str, str]) -> list[str]:
     """Return a warning line for each installed package whose version differs from the tested one."""
     return [
-        f"{name} {version} is installed but edgekit was tested with {TESTED[name]}: results may differ (pip install 'edgekit-deploy[all]' restores the tested set)"
+        (
+            f"{name} {version} is installed but edgekit was tested with {TESTED[name]}: results may differ (pip "
+            "install 'edgekit-deploy[all]' restores the tested set)"
+        )
         for name, version in found.items()
         if name in TESTED and version != TESTED[name]
     ]

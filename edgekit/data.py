@@ -47,6 +47,7 @@ def load_data(path: Path | None, config: DataConfig, preprocessing: Preprocessin
         return synthetic_data(config, example)
     if not path.exists():
         raise InputError(f"data '{path}' does not exist", hint="pass an .npz file or a folder of images")
+    labels: np.ndarray | None
     if path.is_dir():
         inputs, labels, names = _read_image_folder(path, preprocessing)
         kind, prep = "images", preprocessing_table(preprocessing)
@@ -157,7 +158,7 @@ def _read_image_folder(path: Path, p: Preprocessing) -> tuple[np.ndarray, np.nda
             except Exception as exc:
                 raise InputError(f"image '{file}' cannot be read ({exc})") from None
             if p.resize:
-                image = image.resize((p.resize[1], p.resize[0]), Image.BILINEAR)
+                image = image.resize((p.resize[1], p.resize[0]), Image.Resampling.BILINEAR)
             inputs.append(apply_preprocessing(np.asarray(image), p))
             labels.append(index)
     if len(inputs) < 2:
@@ -170,7 +171,7 @@ def _read_image_folder(path: Path, p: Preprocessing) -> tuple[np.ndarray, np.nda
 
 def apply_preprocessing(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
     """Turn one HxW or HxWxC uint8 image into a float32 model input (CHW or HWC, no batch)."""
-    x = pixels.astype(np.float32) * p.scale
+    x: np.ndarray = pixels.astype(np.float32) * np.float32(p.scale)
     if x.ndim == 2:
         x = x[..., None]
     if p.mean:

@@ -149,7 +149,9 @@ def read_manifest(folder: Path) -> Manifest:
             f"{path} has schema version {version!r}; this edgekit reads up to {SCHEMA_VERSION}", hint="upgrade edgekit"
         )
     if version < SCHEMA_VERSION:
-        raise InputError(f"{path} has schema version {version}, older than {SCHEMA_VERSION}", hint="rebuild the artifact")
+        raise InputError(
+            (f"{path} has schema version {version}, older than {SCHEMA_VERSION}"), hint=("rebuild the artifact")
+        )
     return Manifest.from_json(table)
 
 

@@ -59,7 +59,7 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
     if changed:
         raise InputError(f"artifact files do not match the manifest: {'; '.join(changed)}", hint="rebuild the artifact")
     backend = get_backend(manifest.target.backend)
-    options = parse_table(backend.Options, manifest.runtime.get("options", {}), "runtime.options", what="option")
+    options: Any = parse_table(backend.Options, manifest.runtime.get("options", {}), "runtime.options", what="option")
     recipe = build_recipe(manifest.recipe)
     raise_problems([p for p in backend.check(recipe, options) if p.status is ExitStatus.MISSING_DEPENDENCY])
     io = IoContract(inputs=manifest.io.inputs, outputs=manifest.io.outputs)
@@ -79,14 +79,18 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
         )
     gate = manifest.accuracy.gate
     if manifest.accuracy.status == "failed" and gate is not None:
-        problems.append(f"the artifact failed its accuracy gate when it was built: {gate.rule} but measured {gate.value:.3f}")
+        problems.append(
+            f"the artifact failed its accuracy gate when it was built: {gate.rule} but measured {gate.value:.3f}"
+        )
     remeasured = None
     if data is not None:
         if runner is None:
             raise InputError(f"cannot re-measure '{folder}' here: {golden.reason}")
         remeasured = _remeasure(manifest, recipe, runner, io, data, model)
         if remeasured["gate"]["passed"] is False and runner.mode == "runtime":
-            problems.append(f"re-measured on {data}: {remeasured['gate']['rule']} but measured {remeasured['gate']['value']:.3f}")
+            problems.append(
+                f"re-measured on {data}: {remeasured['gate']['rule']} but measured {remeasured['gate']['value']:.3f}"
+            )
     if problems:
         status = "failed"
     elif runner is None or manifest.accuracy.status == "skipped":
@@ -109,21 +113,40 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
 
 def _check_golden(folder: Path, golden: Any, io: IoContract, runner: Runner | None, unavailable: str) -> GoldenCheck:
     if runner is None:
-        return GoldenCheck(samples=golden.count, max_abs_error=None, atol=golden.atol, within_tolerance=None,
-                           checked_with="nothing", reason=unavailable)  # fmt: skip
+        return GoldenCheck(
+            samples=golden.count,
+            max_abs_error=None,
+            atol=golden.atol,
+            within_tolerance=None,
+            checked_with="nothing",
+            reason=unavailable,
+        )
     if not golden.count:
-        return GoldenCheck(samples=0, max_abs_error=None, atol=golden.atol, within_tolerance=None,
-                           checked_with=runner.checked_with, reason=golden.reason or "the artifact has no golden samples")  # fmt: skip
+        return GoldenCheck(
+            samples=0,
+            max_abs_error=None,
+            atol=golden.atol,
+            within_tolerance=None,
+            checked_with=runner.checked_with,
+            reason=golden.reason or "the artifact has no golden samples",
+        )
     worst = 0.0
     name, output = io.inputs[0].name, io.outputs[0].name
     for x, y in zip(golden.inputs, golden.outputs, strict=True):
         got = np.asarray(runner.run({name: np.load(folder / x)})[output], dtype=np.float32)
         worst = max(worst, float(np.max(np.abs(got - np.load(folder / y)))))
-    return GoldenCheck(samples=golden.count, max_abs_error=worst, atol=golden.atol,
-                       within_tolerance=worst <= golden.atol, checked_with=runner.checked_with)  # fmt: skip
+    return GoldenCheck(
+        samples=golden.count,
+        max_abs_error=worst,
+        atol=golden.atol,
+        within_tolerance=worst <= golden.atol,
+        checked_with=runner.checked_with,
+    )
 
 
-def _remeasure(manifest: Any, recipe: Any, runner: Runner, io: IoContract, data: Path, model: str | None) -> dict[str, Any]:
+def _remeasure(
+    manifest: Any, recipe: Any, runner: Runner, io: IoContract, data: Path, model: str | None
+) -> dict[str, Any]:
     """Measure the artifact on `data` against float outputs re-computed from the source model."""
     from edgekit import metrics
     from edgekit.data import check_shape, load_data
@@ -139,7 +162,8 @@ def _remeasure(manifest: Any, recipe: Any, runner: Runner, io: IoContract, data:
         loaded = load_model(str(spec), weights=Path(weights) if weights else None)
     except InputError as exc:
         raise InputError(
-            f"cannot re-compute the float outputs: {exc.message}", hint="pass --model with the model the artifact was built from"
+            (f"cannot re-compute the float outputs: {exc.message}"),
+            hint=("pass --model with the model the artifact was built from"),
         ) from None
     if loaded.facts.get("sha256") != source.get("sha256"):
         raise InputError(

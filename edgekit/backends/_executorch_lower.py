@@ -42,7 +42,10 @@ def export_program(model: torch.nn.Module, example: np.ndarray) -> torch.export.
         where = _user_frame(exc)
         raise ExportError(
             f"torch.export cannot trace the model: {first_line(exc)}" + (f" (at {where})" if where else ""),
-            hint="data-dependent Python control flow (an `if` on a tensor value) cannot be exported: use torch.where/torch.cond, or move it out of forward()",
+            hint=(
+                "data-dependent Python control flow (an `if` on a tensor value) cannot be exported: use "
+                "torch.where/torch.cond, or move it out of forward()"
+            ),
         ) from exc
 
 

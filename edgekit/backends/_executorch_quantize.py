@@ -196,6 +196,9 @@ def _has_linear_modules(model: torch.nn.Module) -> bool:
 def _check_calibration_method(config: QuantizeConfig) -> None:
     if config.calibration_method is not CalibrationMethod.MINMAX:
         raise ConfigError(
-            f"quantize.calibration_method '{config.calibration_method.value}' is not offered by ExecuTorch's XNNPACKQuantizer",
+            (
+                f"quantize.calibration_method '{config.calibration_method.value}' is not offered by ExecuTorch's "
+                "XNNPACKQuantizer"
+            ),
             hint='use quantize.calibration_method = "minmax" for target android',
         )

@@ -127,7 +127,8 @@ class ExecuTorchBackend:
             if facts["quantized_count"] == 0:
                 left = _fmt(facts["float_ops"]) if facts["float_ops"] else "the model has no conv, linear or matmul"
                 warnings.append(
-                    f"{scheme.value} quantization ran but quantized no compute op ({left}): the artifact is effectively fp32"
+                    f"{scheme.value} quantization ran but quantized no compute op ({left}): the artifact is "
+                    "effectively fp32"
                 )
         export_facts |= {"reference": {"path": str(REFERENCE_NAME), "bytes": reference_facts["pte_bytes"]}}
         if export_facts["delegated_nodes"] == 0:
@@ -159,7 +160,9 @@ class ExecuTorchBackend:
         from edgekit.backends._executorch_lower import load_method
 
         method = load_method(artifact)
-        return Runner(run=_sample_runner(method, io), mode="runtime", checked_with=f"executorch {version('executorch')}")
+        return Runner(
+            run=_sample_runner(method, io), mode="runtime", checked_with=f"executorch {version('executorch')}"
+        )
 
 
 def _sample_runner(method: Any, io: IoContract) -> Any:

@@ -165,7 +165,8 @@ def export_onnx(model: Any, io: IoContract, example_inputs: Arrays, opset: int, 
             )  # fmt: skip
     except Exception as exc:
         raise ExportError(
-            f"torch.onnx.export failed: {first_line(exc)}", hint="run with --traceback; an unsupported op is named above"
+            (f"torch.onnx.export failed: {first_line(exc)}"),
+            hint=("run with --traceback; an unsupported op is named above"),
         ) from exc
     return {"exporter": f"torch.onnx.export(dynamo={dynamo})", "opset": opset, "float_bytes": path.stat().st_size}
 
@@ -219,7 +220,8 @@ def quantize_onnx(
         raise
     except Exception as exc:
         raise ExportError(
-            f"ONNX Runtime quantization failed: {first_line(exc)}", hint="try --set quantize.scheme=int8-dynamic or fp32"
+            (f"ONNX Runtime quantization failed: {first_line(exc)}"),
+            hint=("try --set quantize.scheme=int8-dynamic or fp32"),
         ) from exc
     _drop_shape_annotations(out)
     return facts

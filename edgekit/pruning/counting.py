@@ -20,12 +20,12 @@ def params_and_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
 def channels(model: nn.Module) -> dict[str, list[int]]:
     """Return {layer name: [in, out]} channel counts for every conv and linear layer."""
-    found = {}
+    found: dict[str, list[int]] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             found[name] = [module.in_features, module.out_features]
         elif isinstance(module, PRUNABLE):
-            found[name] = [module.in_channels, module.out_channels]
+            found[name] = [int(module.in_channels), int(module.out_channels)]  # type: ignore[arg-type]
     return found
 
 

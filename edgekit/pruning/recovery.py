@@ -45,12 +45,10 @@ def recover(
         return {"mode": mode.value, "steps": 0}
     if mode is RecoveryMode.FINETUNE:
         target = torch.from_numpy(np.asarray(labels)).long()
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda out, y: nn.functional.cross_entropy(
-            out.reshape(len(out), -1), y
-        )  # noqa: E731
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _cross_entropy
     else:
         target = outputs(teacher, x)
-        loss_fn = lambda out, y: nn.functional.mse_loss(out, y)  # noqa: E731
+        loss_fn = nn.functional.mse_loss
     before = _loss(student, x, target, loss_fn)
     facts: dict[str, Any] = {
         "mode": mode.value,
@@ -126,3 +124,7 @@ def _loss(
 
 def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple | list) else out
+
+
+def _cross_entropy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(out.reshape(len(out), -1), labels)

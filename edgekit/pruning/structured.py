@@ -30,7 +30,10 @@ def check_prunable(model: nn.Module) -> None:
     if not any(isinstance(m, PRUNABLE) for m in model.modules()):
         kind = "a torch.export graph (.pt2)" if isinstance(model, torch.fx.GraphModule) else "this model"
         raise InputError(
-            f"pruning needs the model's Python class: {kind} has no nn.Conv/nn.Linear modules whose channels can be removed",
+            (
+                f"pruning needs the model's Python class: {kind} has no nn.Conv/nn.Linear modules whose channels can "
+                "be removed"
+            ),
             hint=FACTORY_HINT,
         )
 

@@ -33,7 +33,9 @@ class CompileStage:
             metadata={"preprocessing": dict(data.preprocessing), "labels": list(data.label_names)},
         )
         if recipe.quantize.scheme.value == "auto":
-            ctx.reporter.info(f"scheme auto -> {compiled.scheme.value}: {compiled.facts['quantize'].get('chosen_because', '')}")
+            ctx.reporter.info(
+                f"scheme auto -> {compiled.scheme.value}: {compiled.facts['quantize'].get('chosen_because', '')}"
+            )
         for section, facts in compiled.facts.items():
             state = state.with_facts(section, facts)
         for warning in compiled.warnings:

@@ -30,7 +30,10 @@ class LoadStage:
         example = loaded.example_input
         if recipe.input.shape and tuple(example.shape) != tuple(recipe.input.shape):
             raise InputError(
-                f"the model was exported for input shape {tuple(example.shape)}, but the recipe asks for {tuple(recipe.input.shape)}",
+                (
+                    f"the model was exported for input shape {tuple(example.shape)}, but the recipe asks for "
+                    f"{tuple(recipe.input.shape)}"
+                ),
                 hint="drop --input-shape, or re-export the model",
             )
         if example.shape[0] != 1:

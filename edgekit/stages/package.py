@@ -45,7 +45,10 @@ class PackageStage:
         if manifest.gate_failed and not ctx.allow_accuracy_failure:
             raise AccuracyGateError(
                 gate_message(manifest) + "; no artifact written",
-                hint="inspect the metrics with --json, or pass --allow-accuracy-failure to keep the artifact marked failed",
+                hint=(
+                    "inspect the metrics with --json, or pass --allow-accuracy-failure to keep the artifact "
+                    "marked failed"
+                ),
             )
         final = artifact_dir(ctx)
         staging = final.with_name(final.name + ".partial")
@@ -85,7 +88,9 @@ def resolved_recipe(state: BuildState, ctx: BuildContext) -> Recipe:
     """Return the recipe as it ran: the scheme `auto` chose and the sample counts the data gave."""
     recipe = ctx.recipe
     if state.compiled is not None:
-        recipe = dataclasses.replace(recipe, quantize=dataclasses.replace(recipe.quantize, scheme=state.compiled.scheme))
+        recipe = dataclasses.replace(
+            recipe, quantize=dataclasses.replace(recipe.quantize, scheme=state.compiled.scheme)
+        )
     if state.data is not None and not state.data.is_synthetic:
         used = state.data.provenance
         sizes = {"calibration_size": used["calibration_size"], "evaluation_size": used["evaluation_size"]}

@@ -35,12 +35,13 @@ class PruneStage:
         from edgekit.pruning import counting, sparse, structured
         from edgekit.pruning.recovery import recover
 
-        if state.model is None or state.example_input is None or state.data is None:
+        data = state.data
+        if state.model is None or state.example_input is None or data is None:
             from edgekit.errors import InternalError
 
             raise InternalError("the prune stage needs the model, example input and data from the load stage")
         config = ctx.recipe.prune
-        check_request(ctx, has_labels=state.data.calibration_labels is not None)
+        check_request(ctx, has_labels=data.calibration_labels is not None)
         structured.check_prunable(state.model)
 
         example = torch.from_numpy(np.ascontiguousarray(state.example_input))
@@ -72,7 +73,8 @@ class PruneStage:
             sparse.apply_masks(model, masks)
             if not layers:
                 state = state.with_warning(
-                    f"pruning: no layer has more than {threshold} weights (options.weight_threshold); nothing was sparsified"
+                    f"pruning: no layer has more than {threshold} weights (options.weight_threshold); nothing was "
+                    "sparsified"
                 )
 
         shape = _output_shape(model, example)
@@ -118,8 +120,8 @@ class PruneStage:
         facts["recovery"] = recover(
             model,
             state.float_model,
-            state.data.calibration,
-            state.data.calibration_labels,
+            data.calibration,
+            data.calibration_labels,
             recovery,
             seed=ctx.recipe.data.seed,
             masks=masks,
@@ -132,7 +134,7 @@ class PruneStage:
         if masks:
             facts["sparsity"] = counting.weight_sparsity(model, list(masks))
         ctx.reporter.info(_summary(facts))
-        if state.data.is_synthetic and recovery.mode is not RecoveryMode.NONE:
+        if data.is_synthetic and recovery.mode is not RecoveryMode.NONE:
             state = state.with_warning(
                 "pruning recovery distilled on synthetic inputs: the pruned model's accuracy is unchecked"
             )
@@ -143,7 +145,7 @@ def check_request(ctx: BuildContext, *, has_labels: bool) -> None:
     """Raise ConfigError for a pruning request this data cannot honour (the rest is checked at resolve)."""
     if ctx.recipe.prune.recovery.mode is RecoveryMode.FINETUNE and not has_labels:
         raise ConfigError(
-            'prune.recovery.mode = "finetune" needs labelled data (an .npz with \'labels\', or an image folder)',
+            "prune.recovery.mode = \"finetune\" needs labelled data (an .npz with 'labels', or an image folder)",
             hint='use prune.recovery.mode = "distill", which learns the float model\'s outputs',
         )
 
@@ -188,7 +190,10 @@ def _summary(facts: dict[str, Any]) -> str:
     p, m, r = facts["parameters"], facts["macs"], facts["recovery"]
     line = f"pruned: parameters {p['before']:,} -> {p['after']:,}, MACs {m['before']:,} -> {m['after']:,}"
     if facts.get("top1_before_recovery") is not None:
-        line += f"; top-1 {facts['float_top1']:.2f} float, {facts['top1_before_recovery']:.2f} pruned, {facts['top1_after_recovery']:.2f} recovered"
+        line += (
+            f"; top-1 {facts['float_top1']:.2f} float, {facts['top1_before_recovery']:.2f} pruned, "
+            f"{facts['top1_after_recovery']:.2f} recovered"
+        )
     if r.get("steps"):
         line += f"; recovery {r['steps']} steps, loss {r['loss_before']:.4g} -> {r['loss_after']:.4g}"
     return line

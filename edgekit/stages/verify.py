@@ -26,8 +26,8 @@ class VerifyStage:
         return True
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        compiled, data, io = state.compiled, state.data, state.io
-        if compiled is None or data is None or io is None or state.baseline is None:
+        compiled, data, io, baseline = state.compiled, state.data, state.io, state.baseline
+        if compiled is None or data is None or io is None or baseline is None:
             raise InternalError("the verify stage needs the compiled artifact, data and float baseline")
         try:
             runner = ctx.backend.open(compiled.artifact, io, ctx.plan.options)
@@ -36,7 +36,7 @@ class VerifyStage:
             state = state.with_warning(f"accuracy status 'skipped': {exc.reason}")
             return state.with_facts("accuracy", accuracy).with_facts("golden", {"count": 0, "reason": exc.reason})
         outputs = run_artifact(runner, io, data.evaluation)
-        found = metrics.compare(state.baseline, outputs, data.evaluation_labels)
+        found = metrics.compare(baseline, outputs, data.evaluation_labels)
         accuracy = judge(found, runner, ctx.recipe.gate, synthetic=data.is_synthetic)
         state = state.with_facts("accuracy", accuracy)
         if accuracy["status"] == "proxy":
@@ -113,9 +113,7 @@ def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> Bu
     reference = ctx.backend.open(compiled.float_reference, io, ctx.plan.options)
     cfg = ctx.recipe.latency
     feeds = {io.inputs[0].name: state.example_input}
-    timed = latency.measure(
-        {"float": reference.run, "artifact": runner.run}, feeds, warmup=cfg.warmup, runs=cfg.runs
-    )
+    timed = latency.measure({"float": reference.run, "artifact": runner.run}, feeds, warmup=cfg.warmup, runs=cfg.runs)
     ratio = timed["artifact"]["median_ms"] / timed["float"]["median_ms"]
     facts = {"measured": True, "where": "this build host (not the device)", **timed, "artifact_over_float": ratio}
     state = state.with_facts("latency", facts)

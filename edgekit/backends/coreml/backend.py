@@ -117,7 +117,9 @@ class CoreMLBackend:
             problems.append(
                 Problem(
                     key="prune.method",
-                    message=f"sparse weights need iOS 16 / macOS 13 or newer, but minimum_deployment_target is {target}",
+                    message=(
+                        f"sparse weights need iOS 16 / macOS 13 or newer, but minimum_deployment_target is {target}"
+                    ),
                     hint='use a target with a newer minimum_deployment_target, or prune.method = "structured"',
                 )
             )
@@ -221,7 +223,11 @@ class CoreMLBackend:
             import coremltools as ct
 
             model = ct.models.MLModel(str(artifact), compute_units=getattr(ct.ComputeUnit, options.compute_units.value))
-            return Runner(run=_per_sample(io, model.predict), mode="runtime", checked_with=f"Core ML (coremltools {ct.__version__})")
+            return Runner(
+                run=_per_sample(io, model.predict),
+                mode="runtime",
+                checked_with=(f"Core ML (coremltools {ct.__version__})"),
+            )
         from edgekit.backends.coreml import proxy as mil
 
         try:
@@ -238,7 +244,12 @@ class CoreMLBackend:
             with torch.no_grad():
                 return runner(feeds)
 
-        return Runner(run=_per_sample(io, predict), mode="proxy", checked_with="proxy: host-side MIL interpreter", reason=PROXY_REASON)
+        return Runner(
+            run=_per_sample(io, predict),
+            mode="proxy",
+            checked_with=("proxy: host-side MIL interpreter"),
+            reason=PROXY_REASON,
+        )
 
 
 def resolve_scheme(scheme: Scheme) -> Scheme:

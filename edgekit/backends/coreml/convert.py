@@ -114,7 +114,9 @@ def set_contract(mlmodel: Any, io: IoContract, contract: Mapping[str, Any]) -> N
         else "see edgekit.preprocessing"
     )
     scores = f": scores for {len(labels)} labels (edgekit.labels)." if labels else "."
-    mlmodel.short_description = f"edgekit {contract.get('scheme', '')} model. Inputs {inputs}: {how}. Outputs {outputs}{scores}"
+    mlmodel.short_description = (
+        f"edgekit {contract.get('scheme', '')} model. Inputs {inputs}: {how}. Outputs {outputs}{scores}"
+    )
     for name in io.input_names:
         mlmodel.input_description[name] = json.dumps(prep) if prep else "model input"
     for name in io.output_names:
@@ -140,7 +142,9 @@ def compression_facts(program: Any) -> dict[str, Any]:
 
     ops = list(program.functions["main"].operations)
     producers = {out.name: op for op in ops for out in op.outputs}
-    quantized, floating, sparse = [], [], []
+    quantized: list[str] = []
+    floating: list[str] = []
+    sparse: list[str] = []
     quantized_elements = float_elements = 0
     for op in ops:
         slot = WEIGHT_OPS.get(op.op_type)
