@@ -11,6 +11,7 @@ TESTED = {
     "onnx": "1.23.2",
     "onnxruntime": "1.32.0",
     "onnxscript": "0.7.2",
+    "torch-pruning": "1.6.1",
 }
 
 

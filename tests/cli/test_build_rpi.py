@@ -49,6 +49,20 @@ def test_digits_artifact_is_int8_verified_and_self_describing(digits_rpi: Path) 
     assert set(manifest["files"]) >= {"model.onnx", "recipe.lock.toml", "report.html", "golden/input_0.npy"}
 
 
+def test_the_lock_file_holds_what_ran_not_auto(digits_rpi: Path) -> None:
+    import tomllib
+
+    from edgekit.recipe import build_recipe
+
+    lock = tomllib.loads((digits_rpi / "recipe.lock.toml").read_text(encoding="utf-8"))
+    manifest = json.loads((digits_rpi / "manifest.json").read_text())
+
+    assert lock["quantize"]["scheme"] == "int8-static" and manifest["recipe"] == lock
+    assert lock["data"]["calibration_size"] == 128 and lock["data"]["evaluation_size"] == 472
+    assert build_recipe(lock).quantize.scheme.value == "int8-static"  # a rebuild from the lock reads it back
+    assert "pid" not in manifest["build"] and manifest["source_model"]["sha256"]
+
+
 def test_int8_weights_really_are_int8_in_the_file(digits_rpi: Path) -> None:
     import onnx
 
