@@ -106,7 +106,9 @@ def main() -> None:
 @click.option("--out", "out_dir", default="dist", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", help="artifact name (default: the model file's name)")
 @click.option(
-    "--allow-pickle", is_flag=True, help="allow loading a pickled module: this executes code stored in the file"
+    "--allow-pickle",
+    is_flag=True,
+    help="trust the model file: allow a pickled module or a .pt2 that needs pickle (this executes code stored in the file)",
 )
 @click.option(
     "--allow-accuracy-failure",

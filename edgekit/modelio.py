@@ -3,11 +3,13 @@
 Formats: a `.pt2` file (torch.export.save), a TorchScript archive (torch.jit.save), a
 `package.module:factory` or `path/to/file.py:factory` spec (optionally with `--weights` holding a
 state dict, loaded with weights_only=True), and a pickled whole module only with an explicit opt-in,
-because unpickling runs arbitrary code.
+because unpickling runs arbitrary code. A `.pt2` is checked by `edgekit.pt2_archive` before torch reads
+it, since torch.export.load falls back to unrestricted pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import zipfile
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import pt2_archive
 from edgekit.errors import InputError
 from edgekit.hashing import sha256_of
 
@@ -28,7 +31,7 @@ _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
 class LoadedModel:
     module: Any  # torch.nn.Module in eval mode
     example_input: np.ndarray
-    facts: dict[str, Any] = field(default_factory=dict)  # format, path, sha256
+    facts: dict[str, Any] = field(default_factory=dict)  # format, path or spec, sha256 (see load_model)
 
 
 def load_model(
@@ -39,7 +42,21 @@ def load_model(
     input_shape: tuple[int, ...] = (),
     input_dtype: str = "float32",
 ) -> LoadedModel:
-    """Load `spec` and find an example input; raise InputError with a fix for anything unusable."""
+    """Load `spec` and find an example input; raise InputError with a fix for anything unusable.
+
+    Args:
+        spec: A model file, or `package.module:factory` / `path/to/file.py:factory`.
+        weights: A state dict for a factory spec, loaded with weights_only=True.
+        allow_pickle: Trust the file: load a pickled module, and let torch.export.load unpickle a `.pt2`'s
+            entries without edgekit's checks.
+        input_shape: The input shape, for models that do not carry an example input.
+        input_dtype: The input dtype name, with `input_shape`.
+
+    Returns:
+        The module in eval mode, an example input, and facts for the manifest: `sha256` of the file; for a
+        factory, `source_sha256` (the .py file or the module's `__file__`), `weights_sha256`, and `sha256`
+        covering both.
+    """
 
     path = Path(spec)
     if path.suffix in MODEL_SUFFIXES or path.exists():
@@ -54,16 +71,12 @@ def load_model(
             )
         facts = {"path": str(path), "sha256": sha256_of(path)}
         if path.suffix == ".pt2":
-            module, example = _load_exported(path)
+            module, example = _load_exported(path, allow_pickle)
             return LoadedModel(module=module, example_input=example, facts={**facts, "format": "torch.export"})
         module, fmt = _load_torch_file(path, allow_pickle)
     elif ":" in spec:
-        module, fmt = _load_factory(spec, weights), "factory"
-        facts = {
-            "spec": spec,
-            "weights": str(weights) if weights else None,
-            "sha256": sha256_of(weights) if weights else None,
-        }
+        module, source = _load_factory(spec, weights)
+        fmt, facts = "factory", _factory_facts(spec, source, weights)
     else:
         raise InputError(
             f"model '{spec}' is neither a file nor a MODULE:FACTORY spec",
@@ -96,13 +109,17 @@ def run_torch(module: Any, inputs: np.ndarray, batch: int = 1) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def _load_exported(path: Path) -> tuple[Any, np.ndarray]:
+def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, np.ndarray]:
     import logging
+    import pickle
+    from contextlib import nullcontext
 
     import torch
 
     hint = "save it with torch.export.save(torch.export.export(model, args), path)"
-    if not zipfile.is_zipfile(path):
+    if not allow_pickle:
+        pt2_archive.check_pt2(path)
+    elif not zipfile.is_zipfile(path):
         raise InputError(
             f"'{path.name}' is not a readable torch.export file (not a zip archive: corrupt or wrong type)", hint=hint
         )
@@ -110,17 +127,26 @@ def _load_exported(path: Path) -> tuple[Any, np.ndarray]:
     level = torch_export_log.level
     torch_export_log.setLevel(logging.ERROR)  # it logs a whole traceback before its own fallback
     try:
-        program = torch.export.load(str(path))
+        # Defence in depth: check_pt2 reads the zip with Python's zipfile, torch with miniz.
+        with nullcontext() if allow_pickle else pt2_archive.refuse_unsafe_loads():
+            program = torch.export.load(str(path))
+    except pickle.UnpicklingError:
+        # refuse_unsafe_loads stopped an unpickling that check_pt2 did not see coming.
+        raise InputError(
+            f"'{path.name}' needs pickle to load, which would run code stored in the file", hint=pt2_archive.HINT_TRUST
+        ) from None
     except Exception as exc:
         raise InputError(
             f"'{path.name}' is not a readable torch.export file ({type(exc).__name__})", hint=hint
         ) from None
     finally:
         torch_export_log.setLevel(level)
-    args = program.example_inputs[0] if program.example_inputs else ()
+    args: tuple[Any, ...] = program.example_inputs[0] if program.example_inputs else ()
     if len(args) != 1 or not isinstance(args[0], torch.Tensor):
         raise InputError(f"'{path.name}' takes {len(args)} inputs; edgekit supports models with one tensor input")
-    return program.module(), args[0].detach().numpy()
+    # check_guards=False: with guards on, torch 2.14.1 exec()s the program's `guards_code` strings from the file
+    # (torch/export/_unlift.py, _convert_guards_code_to_fn); a forward pre-hook checks the inputs instead.
+    return program.module(check_guards=False), args[0].detach().numpy()
 
 
 def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
@@ -154,7 +180,10 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     if not allow_pickle:
         raise InputError(
             f"'{path.name}' is a pickled module; loading it would execute code stored in the file",
-            hint="if you trust it, pass --allow-pickle; better, save a safe format: torch.export.save(torch.export.export(model, args), 'model.pt2')",
+            hint=(
+                "if you trust it, pass --allow-pickle; better, save a safe format: "
+                "torch.export.save(torch.export.export(model, args), 'model.pt2')"
+            ),
         )
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)
@@ -168,7 +197,8 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     return module, "pickle"
 
 
-def _load_factory(spec: str, weights: Path | None) -> Any:
+def _load_factory(spec: str, weights: Path | None) -> tuple[Any, Path | None]:
+    """Build the model from a factory spec; return it and the source file that defines the factory, if any."""
     import torch
 
     target, _, attr = spec.rpartition(":")
@@ -180,8 +210,11 @@ def _load_factory(spec: str, weights: Path | None) -> Any:
             module_spec = importlib.util.spec_from_file_location(f"_edgekit_user_{file.stem}", file)
             module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
             module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+            source: Path | None = file
         else:
             module = importlib.import_module(target)
+            module_file = getattr(module, "__file__", None)  # None for namespace and built-in modules
+            source = Path(module_file) if module_file and Path(module_file).is_file() else None
     except ImportError as exc:
         raise InputError(
             f"cannot import '{target}' ({exc})", hint="check the spelling and that it is on PYTHONPATH"
@@ -194,7 +227,27 @@ def _load_factory(spec: str, weights: Path | None) -> Any:
         raise InputError(f"'{spec}' returned a {type(model).__name__}, not an nn.Module")
     if weights is not None:
         _load_weights(model, weights)
-    return model
+    return model, source
+
+
+def _factory_facts(spec: str, source: Path | None, weights: Path | None) -> dict[str, Any]:
+    """Return the source facts of a factory model: what defines it and what fills it, hashed apart and together.
+
+    The source hash covers the file that defines the factory only, not the modules it imports.
+    """
+    source_sha = sha256_of(source) if source else None
+    weights_sha = sha256_of(weights) if weights else None
+    combined = None
+    if source_sha or weights_sha:
+        combined = hashlib.sha256(f"{source_sha or ''}\n{weights_sha or ''}".encode()).hexdigest()
+    return {
+        "spec": spec,
+        "source": str(source) if source else None,
+        "weights": str(weights) if weights else None,
+        "source_sha256": source_sha,
+        "weights_sha256": weights_sha,
+        "sha256": combined,
+    }
 
 
 def _load_weights(model: Any, weights: Path) -> None:

@@ -28,7 +28,7 @@ def test_digits_android_is_int8_xnnpack_and_within_a_point(digits_android: Path)
 
 
 def test_verify_reruns_the_pte(digits_android: Path) -> None:
-    assert edgekit.verify(digits_android)["status"] == "passed"
+    assert edgekit.verify(digits_android).status == "passed"
 
 
 def test_encoder_builds_with_the_dynamic_recipe(tmp_path: Path) -> None:
