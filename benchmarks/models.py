@@ -105,7 +105,7 @@ def split(case: Case, target: str, extra: tuple[str, ...] = ()) -> Any:
     from edgekit.api import resolve
     from edgekit.data import load_data
 
-    _, recipe = resolve(target, None, (*case.overrides, *extra))
+    recipe = resolve(target, None, (*case.overrides, *extra)).recipe
     return load_data(case.data, recipe.data, recipe.preprocessing, example_input(case))
 
 

@@ -118,13 +118,17 @@ def olive(case: Case, calibration: np.ndarray, example: np.ndarray, out: Path) -
             "calibrate_method": "MinMax",
             **common,
         }
+    cpu = {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
+    load = {
+        "data_dir": str(raw),
+        "input_names": ["input"],
+        "input_shapes": [[1, *example.shape[1:]]],
+        "input_types": [str(example.dtype)],
+    }
     config = {
         "input_model": {"type": "ONNXModel", "model_path": str(fp32)},
-        "systems": {"local": {"type": "LocalSystem", "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
-        "data_configs": [{
-            "name": "calibration", "type": "RawDataContainer",
-            "load_dataset_config": {"data_dir": str(raw), "input_names": ["input"], "input_shapes": [[1, *example.shape[1:]]], "input_types": [str(example.dtype)]},
-        }],  # fmt: skip
+        "systems": {"local": {"type": "LocalSystem", "accelerators": [cpu]}},
+        "data_configs": [{"name": "calibration", "type": "RawDataContainer", "load_dataset_config": load}],
         "passes": {"quantize": quant},
         "host": "local", "target": "local", "log_severity_level": 3,
         "cache_dir": str(out / "olive-cache"), "output_dir": str(out / "olive-out"),
@@ -154,9 +158,8 @@ def coreml(case: Case, calibration: np.ndarray, example: np.ndarray, out: Path) 
             inputs=inputs,
             minimum_deployment_target=ct.target.iOS17,
         )
-    except (
-        Exception
-    ):  # coremltools 9.0 rejects some torch.export graphs (max_pool2d defaults): the docs' TorchScript path
+    except Exception:
+        # coremltools 9.0 rejects some torch.export graphs (max_pool2d defaults): use the docs' TorchScript path
         mlmodel = ct.convert(torch.jit.trace(model, sample), inputs=inputs, minimum_deployment_target=ct.target.iOS17)
     config = cto.OptimizationConfig(
         global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-HEADER = "| model | target | reference | quality edgekit / ref | size KiB edgekit / ref (x) | latency median ms edgekit / ref (x) | p90 ms edgekit / ref | build s edgekit / ref (x) | peak MB edgekit / ref (x) | goals |"
+HEADER = (
+    "| model | target | reference | quality edgekit / ref | size KiB edgekit / ref (x) "
+    "| latency median ms edgekit / ref (x) | p90 ms edgekit / ref | build s edgekit / ref (x) "
+    "| peak MB edgekit / ref (x) | goals |"
+)
+# The stages of an edgekit build, as named in the manifest's build.seconds_by_stage.
+STAGES = ("load", "prune", "compile", "verify", "package")
 SQNR_SLACK_DB = 0.5  # SQNR within this of the reference's counts as "as accurate" (top-1 must not be lower)
 
 
@@ -68,8 +74,11 @@ def markdown(results: dict) -> str:
             f"| {a['build_s']:.1f} / {b['build_s']:.1f} ({x['build']:.2f}) "
             f"| {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} ({x['peak_rss']:.2f}) | {_goals(r['goals_met'])} |"
         )
-    lines += ["", "Goals: L = latency <= 1.05x, S = size <= 1.0x, A = accuracy >= reference (top-1; or agreement and SQNR within "
-              f"{SQNR_SLACK_DB} dB), B = build time <= 1.5x. `-` = not measurable here.", ""]  # fmt: skip
+    goals = (
+        "Goals: L = latency <= 1.05x, S = size <= 1.0x, A = accuracy >= reference (top-1; or agreement "
+        f"and SQNR within {SQNR_SLACK_DB} dB), B = build time <= 1.5x. `-` = not measurable here."
+    )
+    lines += ["", goals, ""]
     lines += _stages_table(results) + _scaling_tables(results)
     if results["failures"]:
         lines += ["", "### Flows that failed", "", "| model | target | flow | error |", "|---|---|---|---|"]
@@ -81,8 +90,7 @@ def markdown(results: dict) -> str:
 
 
 def _stages_table(results: dict) -> list[str]:
-    stages = ("load", "prune", "quantize", "export", "verify", "package")
-    head = "| model | target | edgekit build s | " + " | ".join(stages) + " | reference build s |"
+    head = "| model | target | edgekit build s | " + " | ".join(STAGES) + " | reference build s |"
     out = ["", "### edgekit build time by stage (s, manifest build.seconds_by_stage)", "", head, _rule(head)]
     seen = set()
     for r in results["comparisons"]:
@@ -93,7 +101,7 @@ def _stages_table(results: dict) -> list[str]:
         split = r["edgekit"].get("seconds_by_stage", {})
         out.append(
             f"| {r['model']} | {r['target']} | {r['edgekit']['build_s']:.1f} | "
-            + " | ".join(f"{split.get(s, 0):.1f}" for s in stages)
+            + " | ".join(f"{split.get(s, 0):.1f}" for s in STAGES)
             + f" | {r['ref']['build_s']:.1f} |"
         )
     return out
@@ -104,13 +112,15 @@ def _scaling_tables(results: dict) -> list[str]:
         "",
         "### edgekit scaling: calibration samples (synthetic inputs, 32 evaluation samples)",
         "",
-        "| model | target | calibration | build s | quantize s | peak MB |",
+        "| model | target | calibration | build s | compile s | peak MB |",
         "|---|---|---|---|---|---|",
     ]
     for r in results["scaling"]["calibration"]:
         if r["ok"]:
+            compile_s = r["seconds_by_stage"].get("compile", 0)  # quantize + export + lower: one stage now
             out.append(
-                f"| {r['model']} | {r['target']} | {r['calibration_samples']} | {r['build_s']:.1f} | {r['seconds_by_stage'].get('quantize', 0):.1f} | {r['peak_rss_mb']:.0f} |"
+                f"| {r['model']} | {r['target']} | {r['calibration_samples']} | {r['build_s']:.1f} | {compile_s:.1f} "
+                f"| {r['peak_rss_mb']:.0f} |"
             )
         else:
             out.append(f"| {r['model']} | {r['target']} | {r['calibration_samples']} | failed: {r['error']} | | |")
@@ -122,7 +132,8 @@ def _scaling_tables(results: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     out += [
-        f"| {r['model']} | {r['target']} | {r['build_s']:.1f} | {r['reference_build_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['reference_peak_rss_mb']:.0f} |"
+        f"| {r['model']} | {r['target']} | {r['build_s']:.1f} | {r['reference_build_s']:.1f} "
+        f"| {r['peak_rss_mb']:.0f} | {r['reference_peak_rss_mb']:.0f} |"
         for r in results["scaling"]["model"]
     ]
     return out
@@ -134,7 +145,8 @@ def results_page(results: dict, tables: str) -> str:
     return "\n".join([
         "# edgekit benchmark results",
         "",
-        f"Latest full run: {results['date']}, {results['total_seconds'] / 60:.1f} min. Machine: {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}.",
+        f"Latest full run: {results['date']}, {results['total_seconds'] / 60:.1f} min. "
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}.",
         "Shared, noisy machine: compare the ratios (measured in one run, interleaved), not absolute times.",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
@@ -152,7 +164,10 @@ def _quality(a: dict, b: dict) -> str:
         return "- (no runtime here)"
     if "top1" in qa:
         return f"top-1 {qa['top1']:.1f}% / {qb['top1']:.1f}%"
-    return f"SQNR {qa['sqnr_db']:.1f} / {qb['sqnr_db']:.1f} dB, agree {qa['top1_agreement']:.0f}% / {qb['top1_agreement']:.0f}%"
+    return (
+        f"SQNR {qa['sqnr_db']:.1f} / {qb['sqnr_db']:.1f} dB, "
+        f"agree {qa['top1_agreement']:.0f}% / {qb['top1_agreement']:.0f}%"
+    )
 
 
 def _goals(met: dict) -> str:

@@ -16,11 +16,13 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmar
 from benchmarks import measure, report  # noqa: E402
 from benchmarks.models import ALL_MODELS, ROOT, Case, float_outputs, prepare, split  # noqa: E402
 from benchmarks.reference_flows import BY_TARGET  # noqa: E402
+
+if TYPE_CHECKING:
+    from edgekit.data import Dataset
 
 GOALS = {"latency": 1.05, "size": 1.0, "build": 1.5}  # edgekit/reference at most; accuracy: at least the reference's
 
@@ -40,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (30 if args.quick else 60)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgekit-bench-"))
     started = time.time()
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(), "quick": args.quick,
-                     "settings": {"latency_runs": runs, "latency_warmup": 10, "ort_threads": measure.ORT_THREADS, "goals": GOALS},
-                     "comparisons": [], "failures": [], "scaling": {"calibration": [], "model": []}}  # fmt: skip
+    settings = {"latency_runs": runs, "latency_warmup": 10, "ort_threads": measure.ORT_THREADS, "goals": GOALS}
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(),
+                     "quick": args.quick, "settings": settings, "comparisons": [], "failures": [],
+                     "scaling": {"calibration": [], "model": []}}  # fmt: skip
     warm_up(work, targets)
     pair = 0
     for name in models:
@@ -90,10 +96,9 @@ def compare(case: Case, target: str, folder: Path, runs: int, results: dict, *, 
     if not builds["edgekit"]["ok"]:
         return
     ek = builds["edgekit"]
-    if ek["manifest"]["data"].get("calibration_size") != len(data.calibration):
-        raise SystemExit(
-            f"edgekit calibrated on {ek['manifest']['data'].get('calibration_size')} samples, the reference flows on {len(data.calibration)}"
-        )
+    used = ek["manifest"]["data"].get("calibration_size")
+    if used != len(data.calibration):  # the comparison is only fair on the same calibration samples
+        raise SystemExit(f"edgekit calibrated on {used} samples, the reference flows on {len(data.calibration)}")
     figures = measure_all({f: Path(b["artifact"]) for f, b in builds.items() if b["ok"]}, case, data, runs, target)
     for flow in flows:
         if builds[flow]["ok"]:
@@ -102,9 +107,9 @@ def compare(case: Case, target: str, folder: Path, runs: int, results: dict, *, 
             )
 
 
-def measure_all(artifacts: dict[str, Path], case: Case, data, runs: int, target: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+def measure_all(artifacts: dict[str, Path], case: Case, data: Dataset, runs: int, target: str) -> dict[str, Any]:
     """Size for every artifact; quality and interleaved latency for those a host runtime can run."""
-    figures = {flow: {"size_bytes": measure.size_bytes(path)} for flow, path in artifacts.items()}
+    figures: dict[str, Any] = {flow: {"size_bytes": measure.size_bytes(path)} for flow, path in artifacts.items()}
     if target == "ios":  # no Core ML runtime on Linux: size (and build) only
         return figures
     runners = {flow: measure.runner(path) for flow, path in artifacts.items()}
@@ -134,7 +139,7 @@ def build(case: Case, target: str, flow: str, out: Path, folder: Path, extra: tu
     print(f"[bench] building {case.name} for {target} with {flow} {' '.join(extra)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        proc = subprocess.run(
+        proc = subprocess.run(  # noqa: S603 - our own interpreter and module; the job is JSON this script wrote
             [sys.executable, "-m", "benchmarks.build_one", json.dumps(job, default=str)],
             cwd=ROOT,
             env=env,
@@ -146,12 +151,8 @@ def build(case: Case, target: str, flow: str, out: Path, folder: Path, extra: tu
         return {"ok": False, "error": "timed out after 1800 s"}
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
     if line is None:
-        return {
-            "ok": False,
-            "error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'}"[
-                :400
-            ],
-        }
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+        return {"ok": False, "error": f"exit {proc.returncode}: {last}"[:400]}
     result = json.loads(line[len("BENCH_RESULT ") :])
     result["process_seconds"] = time.perf_counter() - started
     return result
@@ -182,8 +183,10 @@ def scaling(models: list[str], targets: list[str], quick: bool, work: Path, resu
             and c["target"] in ("rpi", "android")
             and c["reference"] in ("executorch", "onnxruntime")
         ):
-            results["scaling"]["model"].append({"model": c["model"], "target": c["target"], "build_s": c["edgekit"]["build_s"], "peak_rss_mb": c["edgekit"]["peak_rss_mb"],
-                                                "reference_build_s": c["ref"]["build_s"], "reference_peak_rss_mb": c["ref"]["peak_rss_mb"]})  # fmt: skip
+            ek, ref = c["edgekit"], c["ref"]
+            results["scaling"]["model"].append({"model": c["model"], "target": c["target"], "build_s": ek["build_s"],
+                                                "peak_rss_mb": ek["peak_rss_mb"], "reference_build_s": ref["build_s"],
+                                                "reference_peak_rss_mb": ref["peak_rss_mb"]})  # fmt: skip
 
 
 def warm_up(work: Path, targets: list[str]) -> None:
@@ -201,9 +204,11 @@ def olive_available() -> bool:
 
 def machine() -> dict:
     model = "unknown"
+    lscpu = shutil.which("lscpu")  # an absolute path, so the command is not looked up again at run time
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
+        if lscpu is not None:
+            out = subprocess.run([lscpu], capture_output=True, text=True, check=True).stdout  # noqa: S603 - fixed command
+            model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
     except (OSError, subprocess.CalledProcessError):
         pass
     return {

@@ -108,7 +108,7 @@ def main() -> None:
 @click.option(
     "--allow-pickle",
     is_flag=True,
-    help="trust the model file: allow a pickled module or a .pt2 that needs pickle (this executes code stored in the file)",
+    help="trust the model file: allow a pickled module, or a .pt2 that needs pickle (runs code stored in the file)",
 )
 @click.option(
     "--allow-accuracy-failure",

@@ -1,20 +1,26 @@
 """Run a saved Core ML ML program on the host with PyTorch ops: the Linux stand-in for Core ML.
 
 There is no Core ML runtime off macOS (`coremltools.libcoremlpython` is absent), so edgekit reads
-the program back from the saved `.mlpackage` and executes its MIL operations one by one. The
-stand-in therefore applies exactly the compression the artifact carries: int8 weights are the
+the program back from the saved `.mlpackage` and executes its MIL operations one by one, with the
+kernels of proxy_ops.py (nested blocks of `while_loop`, which is how PyTorch GRUs arrive, included).
+The stand-in therefore applies exactly the compression the artifact carries: int8 weights are the
 stored integers times the stored per-channel scales (`constexpr_affine_dequantize`,
 `constexpr_blockwise_shift_scale`), sparse weights are scattered back through their bit masks
-(`constexpr_sparse_to_dense`, and `constexpr_sparse_blockwise_shift_scale` for sparse int8), activations pass through the program's own `quantize` /
-`dequantize` pairs, and fp16 tensors are rounded to half precision. It is a numerical proxy, not
-the Neural Engine: it does not reproduce fp16 accumulation or the device's kernels.
+(`constexpr_sparse_to_dense`, and `constexpr_sparse_blockwise_shift_scale` for sparse int8),
+activations pass through the program's own `quantize` / `dequantize` pairs, and fp16 tensors are
+rounded to half precision. It is a numerical proxy, not the Neural Engine: it does not reproduce fp16
+accumulation or the device's kernels.
+
+A program holding an op without a kernel is refused before it runs (`unsupported_ops`,
+`UnsupportedOpError`), naming every such op at once.
 
 The same interpreter, run on the fp32 program, gives the activation ranges for W8A8 calibration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,45 @@ from edgekit.errors import ExportError
 
 Recorder = Callable[[str, torch.Tensor], None]
 CONSTEXPR_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+CONTROL_FLOW_OPS = ("while_loop",)  # run by MilRunner itself: their bodies are blocks of ops
+_HINT = "check the artifact on macOS with examples/ios/check_artifact.py"
+
+
+class UnsupportedOpError(ExportError):
+    """The program holds MIL ops the host stand-in has no kernel for; `op_types` names them all."""
+
+    def __init__(self, op_types: Iterable[str]) -> None:
+        self.op_types: tuple[str, ...] = tuple(sorted(set(op_types)))
+        super().__init__(
+            f"the host stand-in has no kernel for the Core ML op(s) {', '.join(self.op_types)}", hint=_HINT
+        )
+
+
+def _is_weight(op: Any) -> bool:
+    return bool(op.op_type == "const" or op.op_type.startswith("constexpr_"))
+
+
+def _operations(block: Any) -> Iterator[Any]:
+    """Yield the ops of a block (or function) and of the blocks nested in them, in program order."""
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _operations(inner)
+
+
+def unsupported_ops(program: Any) -> list[str]:
+    """Return the sorted op types of the program's `main` function that the stand-in has no kernel for.
+
+    Ops in nested blocks count; `const` and `constexpr_*` ops do not (they are decoded when the
+    runner is built, see `constexpr_value`).
+    """
+    return sorted(
+        {
+            op.op_type
+            for op in _operations(program.functions["main"])
+            if not _is_weight(op) and op.op_type not in OPS and op.op_type not in CONTROL_FLOW_OPS
+        }
+    )
 
 
 def load_program(path: Path) -> Any:
@@ -104,23 +149,27 @@ def constexpr_value(op: Any, decoded: dict[str, Any] | None = None) -> Any:
         return sparse_to_dense(v["nonzero_data"], v["mask"], v.get("shape"))
     if op.op_type == "constexpr_sparse_blockwise_shift_scale":
         return sparse_dequantize(v["data_mask"], v["nonzero_data"], v["scale"], v.get("offset"))
-    raise ExportError(
-        f"the host stand-in cannot decode the compressed weight op '{op.op_type}'",
-        hint="check the artifact on macOS with examples/ios/check_artifact.py",
-    )
+    raise ExportError(f"the host stand-in cannot decode the compressed weight op '{op.op_type}'", hint=_HINT)
 
 
 class MilRunner:
-    """Execute the `main` function of a MIL program with PyTorch ops (float32, fp16 rounded)."""
+    """Execute the `main` function of a MIL program with PyTorch ops (float32, fp16 rounded).
+
+    Raises:
+        UnsupportedOpError: when ops of the program have no kernel, all of them named, before any runs.
+    """
 
     def __init__(self, program: Any) -> None:
+        missing = unsupported_ops(program)
+        if missing:
+            raise UnsupportedOpError(missing)
         self.function = program.functions["main"]
         self.input_names = list(self.function.inputs)
         self.output_names = [v.name for v in self.function.outputs]
         self.consts: dict[str, torch.Tensor] = {}
         decoded: dict[str, Any] = {}  # raw outputs of constexpr ops, for the constexpr ops that read them
-        for op in self.function.operations:
-            if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+        for op in _operations(self.function):
+            if _is_weight(op):
                 value = op.outputs[0].val if op.op_type == "const" else constexpr_value(op, decoded)
                 values = value if isinstance(value, tuple) else (value,)
                 for var, item in zip(op.outputs, values, strict=True):
@@ -133,31 +182,46 @@ class MilRunner:
         env: dict[str, Any] = dict(self.consts)
         for name, var in self.function.inputs.items():
             env[name] = round_to(as_tensor(feeds[name]), var.dtype)
-        for op in self.function.operations:
+        self._run_block(self.function, env, record)
+        return {
+            name: env[name].float().numpy() if env[name].is_floating_point() else env[name].numpy()
+            for name in self.output_names
+        }
+
+    def _run_block(self, block: Any, env: MutableMapping[str, Any], record: Recorder | None) -> None:
+        for op in block.operations:
             if op.outputs[0].name in env:
                 continue
-            handler = OPS.get(op.op_type)
-            if handler is None:
-                raise ExportError(
-                    f"the host stand-in has no kernel for the Core ML op '{op.op_type}'",
-                    hint="check the artifact on macOS with examples/ios/check_artifact.py",
-                )
             args = {
                 k: (env[v.name] if v.name in env else as_tensor(v.val))
                 if not isinstance(v, tuple | list)
                 else [env[x.name] if x.name in env else as_tensor(x.val) for x in v]
                 for k, v in op.inputs.items()
             }
-            result = handler(args, op)
+            result = (
+                self._while_loop(op, args, env, record) if op.op_type == "while_loop" else OPS[op.op_type](args, op)
+            )
             results = result if isinstance(result, tuple | list) else (result,)
             for var, value in zip(op.outputs, results, strict=True):
                 env[var.name] = round_to(value, var.dtype)
                 if record is not None:
                     record(var.name, env[var.name])
-        return {
-            name: env[name].float().numpy() if env[name].is_floating_point() else env[name].numpy()
-            for name in self.output_names
-        }
+
+    def _while_loop(
+        self, op: Any, args: dict[str, Any], env: MutableMapping[str, Any], record: Recorder | None
+    ) -> tuple[Any, ...]:
+        """Run the body block while the cond block says so; each sees the outer values and the loop vars."""
+        cond, body = op.blocks
+        values = tuple(args["loop_vars"])
+        while True:
+            # a fresh inner scope per block run: its results never leak into the next iteration or outside
+            scope = ChainMap({var.name: value for var, value in zip(cond.inputs, values, strict=True)}, env)
+            self._run_block(cond, scope, record)
+            if not bool(scope[cond.outputs[0].name]):
+                return values
+            scope = ChainMap({var.name: value for var, value in zip(body.inputs, values, strict=True)}, env)
+            self._run_block(body, scope, record)
+            values = tuple(scope[var.name] for var in body.outputs)
 
 
 def activation_ranges(program: Any, samples: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
