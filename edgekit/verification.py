@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.backends.base import IoContract, Runner, RunnerUnavailable
 from edgekit.errors import ExitStatus, InputError
+from edgekit.manifest import Golden
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +112,13 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
     )
 
 
-def _check_golden(folder: Path, golden: Any, io: IoContract, runner: Runner | None, unavailable: str) -> GoldenCheck:
+def golden_samples(folder: Path, golden: Golden, io: IoContract) -> list[tuple[dict[str, Path], dict[str, Path]]]:
+    """Return each golden sample as ({input name: .npy path}, {output name: .npy path})."""
+    name, output = io.inputs[0].name, io.outputs[0].name
+    return [({name: folder / x}, {output: folder / y}) for x, y in zip(golden.inputs, golden.outputs, strict=True)]
+
+
+def _check_golden(folder: Path, golden: Golden, io: IoContract, runner: Runner | None, unavailable: str) -> GoldenCheck:
     if runner is None:
         return GoldenCheck(
             samples=golden.count,
@@ -131,10 +138,10 @@ def _check_golden(folder: Path, golden: Any, io: IoContract, runner: Runner | No
             reason=golden.reason or "the artifact has no golden samples",
         )
     worst = 0.0
-    name, output = io.inputs[0].name, io.outputs[0].name
-    for x, y in zip(golden.inputs, golden.outputs, strict=True):
-        got = np.asarray(runner.run({name: np.load(folder / x)})[output], dtype=np.float32)
-        worst = max(worst, float(np.max(np.abs(got - np.load(folder / y)))))
+    for inputs, outputs in golden_samples(folder, golden, io):
+        got = runner.run({name: np.load(path) for name, path in inputs.items()})
+        for name, path in outputs.items():
+            worst = max(worst, float(np.max(np.abs(np.asarray(got[name], dtype=np.float32) - np.load(path)))))
     return GoldenCheck(
         samples=golden.count,
         max_abs_error=worst,
