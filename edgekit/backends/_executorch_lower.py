@@ -110,7 +110,14 @@ def kernel_libraries(operators: list[str]) -> list[str]:
 
 def load_method(path: Path) -> Any:
     """Load the `forward` method of a .pte in the ExecuTorch runtime (pybind)."""
-    from executorch.runtime import Runtime
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        from edgekit.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"the installed executorch has no Python runtime ({exc})", hint="pip install 'edgekit-deploy[android]'"
+        ) from None
 
     program = Runtime.get().load_program(path)
     method = program.load_method("forward")

@@ -171,6 +171,15 @@ class KeepsFloat(Protocol):
     ) -> Compiled: ...
 
 
+def require_scheme(scheme: Scheme, offered: tuple[Scheme, ...], backend: str) -> None:
+    """Raise ConfigError when `compile()` is asked for a scheme this backend cannot build."""
+    from edgekit.errors import ConfigError
+
+    if scheme not in offered:
+        allowed = ", ".join(s.value for s in offered)
+        raise ConfigError(f"the {backend} backend cannot build scheme '{scheme.value}'", hint=f"use one of: {allowed}")
+
+
 def missing_modules(modules: Sequence[str], extra: str, what: str) -> list[Problem]:
     """Return a MISSING_DEPENDENCY problem for each module that cannot be imported."""
     import importlib.util

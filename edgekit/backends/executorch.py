@@ -18,7 +18,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgekit.backends.base import Arrays, Compiled, IoContract, Problem, Runner, installed_versions, missing_modules
+from edgekit.backends.base import (
+    Arrays,
+    Compiled,
+    IoContract,
+    Problem,
+    Runner,
+    installed_versions,
+    missing_modules,
+    require_scheme,
+)
 from edgekit.errors import InputError
 from edgekit.recipe import CalibrationMethod, QuantizeConfig, Recipe, Scheme, ranged
 
@@ -69,9 +78,8 @@ class ExecuTorchBackend:
 
     def check(self, recipe: Recipe, options: ExecuTorchOptions) -> list[Problem]:
         """XNNPACKQuantizer calibrates by min/max only; the runtime packages must be importable."""
+        # Top-level packages only: find_spec("executorch.runtime") would import executorch itself.
         problems = missing_modules(("torch", "executorch", "torchao"), self.extra, "target android")
-        if not problems:
-            problems += missing_modules(("executorch.runtime",), self.extra, "checking a .pte on this host")
         static = recipe.quantize.scheme in (Scheme.AUTO, Scheme.INT8_STATIC)
         if static and recipe.quantize.calibration_method is not CalibrationMethod.MINMAX:
             problems.append(
@@ -101,6 +109,7 @@ class ExecuTorchBackend:
         from edgekit.backends import _executorch_quantize as q
         from edgekit.backends._executorch_lower import export_program, lower_to_pte
 
+        require_scheme(quantize.scheme, self.schemes, self.name)
         example = example_inputs[io.inputs[0].name]
         float_program = export_program(model, example)
         census = q.op_census(float_program.graph_module)

@@ -23,7 +23,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
-from edgekit.backends.base import Arrays, Compiled, IoContract, Problem, Runner, installed_versions, missing_modules
+from edgekit.backends.base import (
+    Arrays,
+    Compiled,
+    IoContract,
+    Problem,
+    Runner,
+    installed_versions,
+    missing_modules,
+    require_scheme,
+)
 from edgekit.errors import ExportError, first_line
 from edgekit.recipe import QuantizeConfig, Recipe, Scheme, ranged
 
@@ -82,6 +91,7 @@ class OnnxRuntimeBackend:
         metadata: Mapping[str, Any] | None = None,
     ) -> Compiled:
         """Export `model` to a float ONNX file, then quantize it into `workdir/model.onnx`."""
+        require_scheme(quantize.scheme, self.schemes, self.name)
         reference = workdir / REFERENCE_NAME
         export_facts = export_onnx(model, io, example_inputs, options.opset, reference)
         scheme, why = quantize.scheme, "asked for by the recipe"

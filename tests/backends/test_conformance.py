@@ -132,6 +132,17 @@ def test_builds_and_verifies_end_to_end_with_golden_outputs(name: str, tmp_path:
 
 
 @pytest.mark.parametrize("name", BACKENDS)
+def test_compile_refuses_a_scheme_it_cannot_build(name: str, images: dict[str, np.ndarray], tmp_path: Path) -> None:
+    backend = get_backend(name)
+    foreign = next(s for s in Scheme if s not in backend.schemes)
+
+    with pytest.raises(ConfigError, match=foreign.value):
+        backend.compile(tiny_cnn(), _io(), {"input": images["evaluation"][:1]}, {"input": images["calibration"]},
+                        QuantizeConfig(scheme=foreign), _options(name), tmp_path)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+@pytest.mark.parametrize("name", BACKENDS)
 def test_bad_options_are_refused_with_the_key_named(name: str) -> None:
     backend = get_backend(name)
     field = dataclasses.fields(backend.Options)[0]

@@ -10,20 +10,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import cmake  # PyPI's cmake: the wheel's CMake package needs >= 3.28
+import ninja
 import numpy as np
 import pytest
 
-pytest.importorskip("executorch.runtime")
-cmake = pytest.importorskip("cmake")  # PyPI's cmake: the wheel's CMake package needs >= 3.28
-ninja = pytest.importorskip("ninja")
-torch = pytest.importorskip("torch")
-
-from edgekit.backends import get_backend  # noqa: E402
-from edgekit.data import Dataset  # noqa: E402
-from edgekit.pipeline import BuildContext, BuildState  # noqa: E402
-from edgekit.recipe import build_recipe  # noqa: E402
-from edgekit.targets import load_target  # noqa: E402
-from tests.tiny_models import tiny_cnn, tiny_encoder  # noqa: E402
+from tests.tiny_models import compile_tiny, tiny_cnn, tiny_encoder
 
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "android" / "cpp"
 pytestmark = pytest.mark.slow
@@ -57,15 +49,9 @@ def golden_check(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
 def _artifact(model, inputs: np.ndarray, scheme: str, out: Path, atol: float) -> Path:  # type: ignore[no-untyped-def]
     """Export `model` to out/model.pte and write golden files from the runtime's own outputs."""
-    backend, target = get_backend("executorch"), load_target("android")
-    ctx = BuildContext(
-        recipe=build_recipe({"quantize": {"scheme": scheme}}), target=target, backend=backend, workdir=out
-    )
-    state = BuildState(
-        float_model=model, model=model, example_input=inputs[:1], data=Dataset(calibration=inputs, evaluation=inputs)
-    )
-    state = backend.export(backend.quantize(state, ctx), ctx)
-    outputs = backend.runner(state, ctx).run(inputs[:3])
+    out.mkdir(parents=True)
+    built = compile_tiny("executorch", model, inputs[:1], inputs, scheme, out)
+    outputs = built.run(inputs[:3])
     (out / "golden").mkdir()
     for i in range(3):
         np.save(out / "golden" / f"input_{i}.npy", inputs[i : i + 1])

@@ -34,6 +34,7 @@ from edgekit.backends.base import (
     RunnerUnavailable,
     installed_versions,
     missing_modules,
+    require_scheme,
 )
 from edgekit.errors import ExportError
 from edgekit.recipe import CalibrationMethod, PruneMethod, QuantizeConfig, Recipe, Scheme, ranged
@@ -154,12 +155,17 @@ class CoreMLBackend:
         from edgekit.backends.coreml import convert as cc
         from edgekit.backends.coreml import proxy as mil
 
+        require_scheme(quantize.scheme, self.schemes, self.name)
         scheme = resolve_scheme(quantize.scheme)
         refs = workdir / REFERENCE_DIR
         refs.mkdir(parents=True, exist_ok=True)
         paths = {"fp32": refs / "model-fp32.mlpackage", "fp16": refs / "model-fp16.mlpackage"}
         frontends = {}
-        contract = {**(metadata or {}), "input_dtypes": {t.name: cc.coreml_dtype(t.dtype) for t in io.inputs}}
+        contract = {
+            **(metadata or {}),
+            "scheme": scheme.value,
+            "input_dtypes": {t.name: cc.coreml_dtype(t.dtype) for t in io.inputs},
+        }
         for precision, path in paths.items():
             mlmodel, frontends[precision] = cc.convert(
                 model, io, example_inputs, precision=precision,
