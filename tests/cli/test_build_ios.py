@@ -44,3 +44,23 @@ def test_torchvision_w8_weights_shrink(tmp_path: Path, name: str) -> None:
 
     assert manifest["export"]["weights_ratio_to_fp16"] <= 0.55
     assert manifest["export"]["weights_ratio_to_fp32"] <= 0.28
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the Core ML runtime runs every op")
+def test_an_op_the_stand_in_lacks_keeps_the_package_with_status_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgekit.backends.coreml import proxy
+
+    monkeypatch.delitem(proxy.OPS, "relu")  # the digits CNN's ReLUs now have no kernel on this host
+
+    result = edgekit.build(
+        str(DIGITS / "model.pt2"), target="ios", data=DIGITS / "data.npz", out_dir=tmp_path,
+        overrides=("latency.enabled=false",),
+    )  # fmt: skip
+
+    accuracy = result.manifest.accuracy
+    assert accuracy.status == "skipped" and "relu" in accuracy.reason and accuracy.gate is None
+    assert (result.path / "model.mlpackage" / "Manifest.json").is_file() and result.manifest.golden.count == 0
+    assert any("relu" in w for w in result.manifest.warnings)
+    assert edgekit.verify(result.path).status == "skipped"
