@@ -61,8 +61,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for module in sorted(graph):
         if module not in state:
             walk(module, [module])
-    nested = [all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(c, c[1:], strict=False)) for c in cycles]
-    return [c for c, inside in zip(cycles, nested, strict=True) if not inside]
+    def nested(cycle: list[str]) -> bool:
+        return all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(cycle, cycle[1:], strict=False))
+
+    return [c for c in cycles if not nested(c)]
 
 
 def test_no_import_cycle_at_module_level() -> None:
