@@ -61,6 +61,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for module in sorted(graph):
         if module not in state:
             walk(module, [module])
+
     def nested(cycle: list[str]) -> bool:
         return all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(cycle, cycle[1:], strict=False))
 
