@@ -27,7 +27,12 @@ class BuildResult:
 
 
 def resolve(
-    target: str, recipe: str | None = None, overrides: tuple[str, ...] = (), input_shape: tuple[int, ...] = ()
+    target: str,
+    recipe: str | None = None,
+    overrides: tuple[str, ...] = (),
+    input_shape: tuple[int, ...] = (),
+    *,
+    given: dict[str, Any] | None = None,
 ) -> Plan:
     """Resolve and check target, recipe and backend options before anything heavy is imported.
 
@@ -42,7 +47,7 @@ def resolve(
     extra = parse_overrides(list(overrides))
     if input_shape:
         extra.setdefault("input", {})["shape"] = list(input_shape)
-    resolved = build_recipe(spec.defaults, table, extra)
+    resolved = build_recipe(spec.defaults, table, extra, given or {})
     backend = get_backend(spec.backend)
     problems: list[Problem] = []
     options: Any = None
@@ -114,6 +119,9 @@ def build(
     name: str | None = None,
     overrides: tuple[str, ...] = (),
     input_shape: tuple[int, ...] = (),
+    factory_args: dict[str, Any] | None = None,
+    strip_prefix: str | None = None,
+    metrics: tuple[str, ...] = (),
     allow_accuracy_failure: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildResult:
@@ -127,7 +135,14 @@ def build(
     from edgekit.stages import build_stages
     from edgekit.stages.package import artifact_dir, set_aside
 
-    plan = resolve(target, recipe, overrides, input_shape)
+    given: dict[str, Any] = {}
+    if factory_args is not None:
+        given.setdefault("model", {})["factory_args"] = factory_args
+    if strip_prefix:
+        given.setdefault("model", {})["strip_prefix"] = strip_prefix
+    if metrics:
+        given["gate"] = {"custom_metrics": list(metrics)}
+    plan = resolve(target, recipe, overrides, input_shape, given=given)
     stages = build_stages()
     check_order(stages)  # before anything heavy runs
     request = BuildRequest(
@@ -152,7 +167,8 @@ def build(
     try:
         state = run_pipeline(stages, BuildState(warnings=tuple(untested_versions(plan.backend.versions()))), ctx)
     except BaseException as exc:
-        kept_failed = getattr(exc, "status", None) is ExitStatus.ACCURACY_FAILED and allow_accuracy_failure
+        judged = getattr(exc, "status", None) in (ExitStatus.ACCURACY_FAILED, ExitStatus.INCONCLUSIVE)
+        kept_failed = judged and allow_accuracy_failure  # the new artifact, marked, is in place
         aside = None if kept_failed else set_aside(artifact_dir(ctx))
         if aside is not None and isinstance(exc, EdgekitError):
             exc.message += f"; the previous artifact of this name was moved to {aside}"
@@ -175,15 +191,30 @@ def inspect(artifact: str | Path) -> tuple[Manifest, list[str]]:
     return manifest, check_files(folder, manifest)
 
 
-def verify(artifact: str | Path, *, data: str | Path | None = None, model: str | None = None) -> VerifyResult:
+def verify(
+    artifact: str | Path,
+    *,
+    data: str | Path | None = None,
+    model: str | None = None,
+    on: str | None = None,
+    cpu: str | None = None,
+) -> VerifyResult:
     """Check an artifact from its folder alone: files, golden re-run in its runtime, the gate it recorded.
 
     With `data`, also re-measure the artifact against float outputs re-computed from the source model
-    (the manifest's, or `model`). See `edgekit.verification`.
+    (the manifest's, or `model`). See `edgekit.verification`. With `on` ("aarch64", emulated with
+    `cpu`, or "ssh://user@host[:port]"), also run it on the target's CPU and compare with the host's
+    outputs (`edgekit.verify_remote`).
     """
     from edgekit.verification import verify_artifact
 
-    return verify_artifact(Path(artifact), data=Path(data) if data is not None else None, model=model)
+    folder, data_path = Path(artifact), Path(data) if data is not None else None
+    if on is None and cpu is None:
+        return verify_artifact(folder, data=data_path, model=model)
+    from edgekit.executors import get_executor
+    from edgekit.verify_remote import verify_on
+
+    return verify_on(folder, get_executor(on or "host", cpu=cpu), data=data_path, model=model)
 
 
 def list_targets() -> list[TargetSpec]:

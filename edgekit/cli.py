@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgekit import api
+from edgekit.cli_emulator import emulator
 from edgekit.errors import EdgekitError, ExitStatus, first_line
+from edgekit.executors import EMULATED_CPUS
 from edgekit.pipeline import Reporter
 
 if TYPE_CHECKING:
@@ -54,6 +56,18 @@ def _parse_shape(_ctx: Any, _param: Any, value: str | None) -> tuple[int, ...]:
         return tuple(int(v) for v in value.replace("x", ",").split(","))
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a shape like 1,3,224,224") from None
+
+
+def _parse_json_table(_ctx: Any, _param: Any, value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        table = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg})") from None
+    if not isinstance(table, dict):
+        raise click.BadParameter("expects a JSON object, e.g. '{\"classes\": 7}'")
+    return table
 
 
 def _run(traceback: bool, action: Callable[[], Any]) -> Any:
@@ -100,6 +114,13 @@ def main() -> None:
     help="state dict for a MODULE:FACTORY model (loaded with weights_only=True)",
 )
 @click.option("--input-shape", callback=_parse_shape, help="model input shape, e.g. 1,3,224,224 (not needed for .pt2)")
+@click.option(
+    "--factory-args", callback=_parse_json_table, help="keyword arguments of MODULE:FACTORY, JSON: '{\"classes\": 7}'"
+)
+@click.option("--strip-prefix", help="strip this prefix from every weight name (module. for DataParallel checkpoints)")
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="FILE.py:FUNCTION", help="a task metric (float, artifact, labels)"
+)
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe value, e.g. prune.ratio=0.3"
 )
@@ -158,22 +179,35 @@ def inspect(artifact: Path, as_json: bool, traceback: bool) -> None:
     if manifest.gate_failed:
         click.secho(f"this artifact FAILED its accuracy gate: {_gate_line(summary['gate'])}", fg="red", err=True)
         sys.exit(ExitStatus.ACCURACY_FAILED)
+    if manifest.inconclusive:
+        click.secho(f"this artifact's accuracy is inconclusive: {manifest.accuracy.reason}", fg="yellow", err=True)
+        sys.exit(ExitStatus.INCONCLUSIVE)
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="re-measure the artifact on this data")
 @click.option("--model", help="the source model, when it is no longer where the manifest says")
+@click.option("--on", help="also run it on the target's CPU: aarch64 (emulated here) or ssh://user@host[:port]")
+@click.option("--cpu", type=click.Choice(EMULATED_CPUS), help="the emulated CPU for --on aarch64 [default: cortex-a72]")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--traceback", is_flag=True)
-def verify(artifact: Path, data: Path | None, model: str | None, as_json: bool, traceback: bool) -> None:
+def verify(
+    artifact: Path,
+    data: Path | None,
+    model: str | None,
+    on: str | None,
+    cpu: str | None,
+    as_json: bool,
+    traceback: bool,
+) -> None:
     """Check an artifact: files against the manifest, golden self-test in its runtime, recorded gate.
 
     With --data, measure it again against float outputs re-computed from the source model. Exits 0
     only when every check that ran held; 7 when the golden outputs differ or a gate failed.
     """
     with redirect_stdout(sys.stderr):
-        found = _run(traceback, lambda: api.verify(artifact, data=data, model=model))
+        found = _run(traceback, lambda: api.verify(artifact, data=data, model=model, on=on, cpu=cpu))
     if as_json:
         click.echo(json.dumps(_plain(found), indent=2, default=str))
     else:
@@ -264,6 +298,10 @@ def render_verify(found: VerifyResult) -> str:
         r = found.remeasured
         lines.append(f"  --data    {r['samples']} samples ({r['split']}); float outputs {r['float_outputs']}")
         lines.append(f"            gate {_gate_line(r['gate'])}")
+    if found.on_target is not None:
+        from edgekit.verify_remote import render_target
+
+        lines += render_target(found.on_target)
     lines += [f"  problem   {p}" for p in found.problems]
     return "\n".join(lines)
 
@@ -279,6 +317,8 @@ def _plain(value: Any) -> Any:
 
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
+
+main.add_command(emulator)
 
 if __name__ == "__main__":
     main()

@@ -16,15 +16,20 @@ from edgekit.recipe import DataConfig, Preprocessing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm")
 
 
+Arrays = dict[str, np.ndarray]  # named model inputs, each with the samples along its first axis
+RESERVED = ("labels", "label_names", "preprocessing")  # .npz keys that are not model inputs
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Dataset:
-    """Inputs split once, deterministically, into a calibration part and an evaluation part.
+    """Named inputs split once, deterministically, into a calibration part and an evaluation part.
 
-    `kind` is "npz", "images" or "synthetic"; synthetic data never yields an accuracy verdict.
+    `kind` is "npz", "images" or "synthetic"; synthetic data never yields an accuracy verdict. An
+    `ordered` split keeps the samples in file order (consecutive steps of a stateful model).
     """
 
-    calibration: np.ndarray
-    evaluation: np.ndarray
+    calibration: Arrays
+    evaluation: Arrays
     calibration_labels: np.ndarray | None = None
     evaluation_labels: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
@@ -40,65 +45,101 @@ class Dataset:
     def has_labels(self) -> bool:
         return self.evaluation_labels is not None
 
+    @property
+    def evaluation_count(self) -> int:
+        return count_of(self.evaluation)
 
-def load_data(path: Path | None, config: DataConfig, preprocessing: Preprocessing, example: np.ndarray) -> Dataset:
-    """Load `path` (or make synthetic inputs shaped like `example`) and split it per `config`."""
+    @property
+    def calibration_count(self) -> int:
+        return count_of(self.calibration)
+
+
+def count_of(arrays: Arrays) -> int:
+    return min((len(a) for a in arrays.values()), default=0)
+
+
+def take(arrays: Arrays, index: Any) -> Arrays:
+    """Return the samples at `index` (a slice or index array) of every named array."""
+    return {name: a[index] for name, a in arrays.items()}
+
+
+def load_data(
+    path: Path | None,
+    config: DataConfig,
+    preprocessing: Preprocessing,
+    examples: Arrays,
+    *,
+    ordered: bool = False,
+) -> Dataset:
+    """Load `path` (or make synthetic inputs shaped like `examples`) and split it per `config`."""
     if path is None:
-        return synthetic_data(config, example)
+        return synthetic_data(config, examples)
     if not path.exists():
         raise InputError(f"data '{path}' does not exist", hint="pass an .npz file or a folder of images")
     labels: np.ndarray | None
     if path.is_dir():
-        inputs, labels, names = _read_image_folder(path, preprocessing)
-        kind, prep = "images", preprocessing_table(preprocessing)
-        digest = sha256_of(path)
+        if len(examples) != 1:
+            raise InputError(
+                f"an image folder feeds one input, but the model takes {len(examples)}: {', '.join(examples)}",
+                hint="save the inputs in an .npz file, one array per input name",
+            )
+        images, labels, names = _read_image_folder(path, preprocessing)
+        inputs, kind, prep = {next(iter(examples)): images}, "images", preprocessing_table(preprocessing)
     elif path.suffix == ".npz":
-        inputs, labels, names, prep = _read_npz(path)
-        kind, digest = "npz", sha256_of(path)
-        prep = prep or preprocessing_table(preprocessing)
+        inputs, labels, names, prep = _read_npz(path, examples)
+        kind = "npz"
+        prep = prep or _declared_preprocessing(preprocessing)
     else:
         raise InputError(
             f"data '{path.name}' is neither an .npz file nor a folder",
             hint="save arrays with numpy.savez(path, inputs=..., labels=...)",
         )
-    return _split(inputs, labels, names, prep, kind, config, {"path": str(path), "sha256": digest})
+    provenance = {"path": str(path), "sha256": sha256_of(path)}
+    return _split(inputs, labels, names, prep, kind, config, provenance, ordered=ordered)
 
 
-def synthetic_data(config: DataConfig, example: np.ndarray) -> Dataset:
-    """Make seeded inputs shaped like `example`: enough to calibrate, never to judge accuracy."""
+def synthetic_data(config: DataConfig, examples: Arrays) -> Dataset:
+    """Make seeded inputs shaped like `examples`: enough to calibrate, never to judge accuracy."""
     rng = np.random.default_rng(config.seed)
-    shape = (config.synthetic_samples, *example.shape[1:])
-    if np.issubdtype(example.dtype, np.integer):
-        high = max(int(example.max()) + 1, 2)
-        inputs = rng.integers(0, high, size=shape).astype(example.dtype)
-    else:
-        inputs = rng.standard_normal(shape).astype(example.dtype)
-    half = max(1, len(inputs) // 2)
+    inputs: Arrays = {}
+    for name, example in examples.items():
+        shape = (config.synthetic_samples, *example.shape[1:])
+        if np.issubdtype(example.dtype, np.integer):
+            high = max(int(example.max()) + 1, 2)
+            inputs[name] = rng.integers(0, high, size=shape).astype(example.dtype)
+        elif example.dtype == np.bool_:
+            inputs[name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+        else:
+            inputs[name] = rng.standard_normal(shape).astype(example.dtype)
+    half = max(1, config.synthetic_samples // 2)
     return Dataset(
-        calibration=inputs[:half],
-        evaluation=inputs[half:],
+        calibration=take(inputs, slice(None, half)),
+        evaluation=take(inputs, slice(half, None)),
         kind="synthetic",
+        preprocessing={"status": "unknown", "reason": "no data given"},
         provenance={
             "path": None,
             "sha256": None,
             "seed": config.seed,
             "calibration_size": half,
-            "evaluation_size": len(inputs) - half,
+            "evaluation_size": config.synthetic_samples - half,
         },
     )
 
 
-def check_shape(data: Dataset, example: np.ndarray) -> None:
-    """Raise InputError when a sample's shape or dtype does not match the model input."""
-    sample_shape = tuple(data.evaluation.shape[1:])
-    want = tuple(example.shape[1:])
-    if sample_shape != want:
-        raise InputError(
-            f"data samples have shape {sample_shape} but the model takes {want} (batch dimension excluded)",
-            hint="fix the data, or give the model input with --input-shape",
-        )
-    if np.issubdtype(example.dtype, np.integer) != np.issubdtype(data.evaluation.dtype, np.integer):
-        raise InputError(f"data dtype {data.evaluation.dtype} does not match the model input dtype {example.dtype}")
+def check_shape(data: Dataset, examples: Arrays) -> None:
+    """Raise InputError naming the input whose samples' shape or dtype does not match the model."""
+    for name, example in examples.items():
+        got = data.evaluation[name]
+        sample_shape, want = tuple(got.shape[1:]), tuple(example.shape[1:])
+        if sample_shape != want:
+            raise InputError(
+                f"data samples of '{name}' have shape {sample_shape} but the model takes {want} (batch dimension "
+                "excluded)",
+                hint="fix the data, or give the model input with --input-shape",
+            )
+        if np.issubdtype(example.dtype, np.integer) != np.issubdtype(got.dtype, np.integer):
+            raise InputError(f"data dtype {got.dtype} of '{name}' does not match the model input dtype {example.dtype}")
 
 
 def preprocessing_table(p: Preprocessing) -> dict[str, Any]:
@@ -112,29 +153,56 @@ def preprocessing_table(p: Preprocessing) -> dict[str, Any]:
     }
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...], dict[str, Any]]:
+def _declared_preprocessing(p: Preprocessing) -> dict[str, Any]:
+    """The recipe's preprocessing when it sets one; otherwise say it is unknown, never a silent default."""
+    if p != Preprocessing():
+        return preprocessing_table(p)
+    return {
+        "status": "unknown",
+        "reason": "the data file has no 'preprocessing' entry and the recipe sets none; apps must know how the "
+        "inputs were made",
+    }
+
+
+def _read_npz(path: Path, examples: Arrays) -> tuple[Arrays, np.ndarray | None, tuple[str, ...], dict[str, Any]]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as exc:  # numpy raises several types for a damaged zip
         raise InputError(f"data '{path.name}' is not a readable .npz file ({type(exc).__name__}: {exc})") from None
-    if "inputs" not in arrays:
+    names = list(examples)
+    classic = len(names) == 1 and "inputs" in arrays and names[0] not in arrays
+    if classic:  # a one-input model's `inputs`: other arrays (raw pixels for an app test, say) are left alone
+        arrays = {names[0]: arrays["inputs"], **{k: v for k, v in arrays.items() if k in RESERVED}}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        found = ", ".join(arrays) or "nothing"
+        example = ", ".join(f"{n}=..." for n in names)
+        hint = "numpy.savez(path, inputs=x, labels=y)" if len(names) == 1 else f"numpy.savez(path, {example})"
+        raise InputError(f"data '{path.name}' has no array for input '{missing[0]}' (found: {found})", hint=hint)
+    extra = [k for k in arrays if k not in names and k not in RESERVED]
+    if extra:
         raise InputError(
-            f"data '{path.name}' has no 'inputs' array (found: {', '.join(arrays) or 'nothing'})",
-            hint="numpy.savez(path, inputs=x, labels=y)",
+            f"data '{path.name}' has arrays that are not model inputs: {', '.join(extra)} (inputs: {', '.join(names)})",
+            hint="name each array after a model input; labels go in 'labels'",
         )
-    inputs, labels = arrays["inputs"], arrays.get("labels")
-    if inputs.ndim == 0 or len(inputs) < 2:
-        raise InputError(
-            f"data '{path.name}' holds {0 if inputs.ndim == 0 else len(inputs)} samples; at least 2 are needed"
-        )
-    if inputs.dtype == np.float64:
-        inputs = inputs.astype(np.float32)
-    if labels is not None and labels.shape != (len(inputs),):
-        raise InputError(f"data '{path.name}': labels have shape {labels.shape}, expected ({len(inputs)},)")
-    names = tuple(str(n) for n in arrays.get("label_names", ()))
+    inputs = {n: arrays[n].astype(np.float32) if arrays[n].dtype == np.float64 else arrays[n] for n in names}
+    counts = {n: 0 if a.ndim == 0 else len(a) for n, a in inputs.items()}
+    if len(set(counts.values())) > 1:
+        raise InputError(f"data '{path.name}': inputs hold different numbers of samples: {counts}")
+    count = next(iter(counts.values()))
+    if count < 2:
+        raise InputError(f"data '{path.name}' holds {count} samples; at least 2 are needed")
+    for n, a in inputs.items():
+        want = examples[n].dtype
+        if np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.integer) and a.dtype != want:
+            inputs[n] = a.astype(want)  # int32 token ids for an int64 input, say: same values
+    labels = arrays.get("labels")
+    if labels is not None and labels.shape != (count,):
+        raise InputError(f"data '{path.name}': labels have shape {labels.shape}, expected ({count},)")
+    label_names = tuple(str(n) for n in arrays.get("label_names", ()))
     prep = json.loads(str(arrays["preprocessing"])) if "preprocessing" in arrays else {}
-    return inputs, labels, names, prep
+    return inputs, labels, label_names, prep
 
 
 def _read_image_folder(path: Path, p: Preprocessing) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -181,15 +249,25 @@ def apply_preprocessing(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1) if p.layout == "NCHW" else x)
 
 
-def _split(inputs, labels, names, prep, kind, config: DataConfig, provenance) -> Dataset:  # type: ignore[no-untyped-def]
-    n = len(inputs)
-    order = np.random.default_rng(config.seed).permutation(n)
+def _split(
+    inputs: Arrays,
+    labels: np.ndarray | None,
+    names: tuple[str, ...],
+    prep: dict[str, Any],
+    kind: str,
+    config: DataConfig,
+    provenance: dict[str, Any],
+    *,
+    ordered: bool,
+) -> Dataset:
+    n = count_of(inputs)
+    order = np.arange(n) if ordered else np.random.default_rng(config.seed).permutation(n)
     n_cal = min(config.calibration_size, n // 2)
     n_eval = min(config.evaluation_size, n - n_cal)
     cal, ev = order[:n_cal], order[n_cal : n_cal + n_eval]
     return Dataset(
-        calibration=inputs[cal],
-        evaluation=inputs[ev],
+        calibration=take(inputs, cal),
+        evaluation=take(inputs, ev),
         calibration_labels=None if labels is None else labels[cal],
         evaluation_labels=None if labels is None else labels[ev],
         label_names=names,
@@ -199,6 +277,7 @@ def _split(inputs, labels, names, prep, kind, config: DataConfig, provenance) ->
             **provenance,
             "samples": n,
             "seed": config.seed,
+            "order": "file order (consecutive steps)" if ordered else "seeded shuffle",
             "calibration_size": n_cal,
             "evaluation_size": n_eval,
         },

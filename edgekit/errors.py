@@ -16,6 +16,7 @@ class ExitStatus(enum.IntEnum):
     BAD_INPUT = 5  # model or data file missing, corrupt, unsafe or inconsistent
     EXPORT_FAILED = 6  # conversion / quantization / lowering failed for this model
     ACCURACY_FAILED = 7  # the artifact ran but missed the accuracy gate
+    INCONCLUSIVE = 8  # too few evaluation samples to judge the gate
     INTERRUPTED = 130
 
 
@@ -59,6 +60,12 @@ class ExportError(EdgekitError):
 
 class AccuracyGateError(EdgekitError):
     status = ExitStatus.ACCURACY_FAILED
+
+
+class InconclusiveError(EdgekitError):
+    """The evaluation set is too small for the gate to mean anything."""
+
+    status = ExitStatus.INCONCLUSIVE
 
 
 class InternalError(Exception):

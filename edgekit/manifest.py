@@ -24,7 +24,7 @@ from edgekit.hashing import sha256_of
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "manifest.schema.json"
-Status = Literal["passed", "failed", "proxy", "skipped"]
+Status = Literal["passed", "failed", "proxy", "skipped", "inconclusive"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +47,7 @@ class IoRecord:
     outputs: tuple[TensorSpec, ...]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
+    state: dict[str, str] = field(default_factory=dict)  # output -> the input it feeds at the next step
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +55,7 @@ class Gate:
     rule: str
     value: float | None
     passed: bool | None  # None: not decided (no real data)
+    rules: tuple[dict[str, Any], ...] = ()  # each rule: metric, output, op, threshold, value, passed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +63,11 @@ class Accuracy:
     status: Status
     reason: str = ""
     checked_with: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the first output's, and custom metrics
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)  # every output's metrics
     gate: Gate | None = None
+    sequence: dict[str, Any] = field(default_factory=dict)  # stateful models: steps run closed loop
+    evidence: dict[str, Any] = field(default_factory=dict)  # intervals, flipped samples, per-class drops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +75,7 @@ class Golden:
     count: int
     atol: float = 0.0
     rtol: float = 0.0
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
+    samples: tuple[dict[str, dict[str, str]], ...] = ()  # each: {"inputs": {name: path}, "outputs": {name: path}}
     produced_by: str = ""
     reason: str = ""
 
@@ -118,6 +122,10 @@ class Manifest:
     def from_json(cls, table: dict[str, Any]) -> Manifest:
         """Build a Manifest from parsed JSON; raise InputError naming what does not fit."""
         return _build(cls, table, "manifest")
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.accuracy.status == "inconclusive"
 
     @property
     def gate_failed(self) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 from edgekit import pt2_archive
 from edgekit.errors import InputError
 from edgekit.hashing import sha256_of
+from edgekit.signature import SINGLE_INPUT, input_names
 
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".jit")
 _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
@@ -30,7 +31,7 @@ _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadedModel:
     module: Any  # torch.nn.Module in eval mode
-    example_input: np.ndarray
+    example_inputs: dict[str, np.ndarray] | None  # named, in forward() order; None when nothing says the shapes
     facts: dict[str, Any] = field(default_factory=dict)  # format, path or spec, sha256 (see load_model)
 
 
@@ -41,6 +42,8 @@ def load_model(
     allow_pickle: bool = False,
     input_shape: tuple[int, ...] = (),
     input_dtype: str = "float32",
+    factory_args: dict[str, Any] | None = None,
+    strip_prefix: str = "",
 ) -> LoadedModel:
     """Load `spec` and find an example input; raise InputError with a fix for anything unusable.
 
@@ -51,6 +54,8 @@ def load_model(
             entries without edgekit's checks.
         input_shape: The input shape, for models that do not carry an example input.
         input_dtype: The input dtype name, with `input_shape`.
+        factory_args: Keyword arguments for a factory (`--factory-args '{"num_class": 97}'`).
+        strip_prefix: A prefix to strip from every weight name (`module.` for DataParallel checkpoints).
 
     Returns:
         The module in eval mode, an example input, and facts for the manifest: `sha256` of the file; for a
@@ -71,11 +76,11 @@ def load_model(
             )
         facts = {"path": str(path), "sha256": sha256_of(path)}
         if path.suffix == ".pt2":
-            module, example = _load_exported(path, allow_pickle)
-            return LoadedModel(module=module, example_input=example, facts={**facts, "format": "torch.export"})
+            module, examples = _load_exported(path, allow_pickle)
+            return LoadedModel(module=module, example_inputs=examples, facts={**facts, "format": "torch.export"})
         module, fmt = _load_torch_file(path, allow_pickle)
     elif ":" in spec:
-        module, source = _load_factory(spec, weights)
+        module, source = _load_factory(spec, weights, factory_args or {}, strip_prefix)
         fmt, facts = "factory", _factory_facts(spec, source, weights)
     else:
         raise InputError(
@@ -83,8 +88,9 @@ def load_model(
             hint="e.g. model.pt2, or my_package.models:build",
         )
     module = eval_mode(module)
-    example = _example_input(module, input_shape, input_dtype)
-    return LoadedModel(module=module, example_input=example, facts={**facts, "format": fmt})
+    return LoadedModel(
+        module=module, example_inputs=_example_inputs(module, input_shape, input_dtype), facts={**facts, "format": fmt}
+    )
 
 
 def eval_mode(module: Any) -> Any:
@@ -109,7 +115,7 @@ def run_torch(module: Any, inputs: np.ndarray, batch: int = 1) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, np.ndarray]:
+def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray]]:
     import logging
     import pickle
     from contextlib import nullcontext
@@ -142,11 +148,18 @@ def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, np.ndarray]:
     finally:
         torch_export_log.setLevel(level)
     args: tuple[Any, ...] = program.example_inputs[0] if program.example_inputs else ()
-    if len(args) != 1 or not isinstance(args[0], torch.Tensor):
-        raise InputError(f"'{path.name}' takes {len(args)} inputs; edgekit supports models with one tensor input")
+    kwargs: dict[str, Any] = program.example_inputs[1] if program.example_inputs else {}
+    if not args or kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+        raise InputError(
+            f"'{path.name}' was exported with {len(args)} positional and {len(kwargs)} keyword inputs; edgekit "
+            "needs every input as a positional tensor",
+            hint="export with torch.export.export(model, (x, y, ...)) and bind constants in forward()",
+        )
     # check_guards=False: with guards on, torch 2.14.1 exec()s the program's `guards_code` strings from the file
     # (torch/export/_unlift.py, _convert_guards_code_to_fn); a forward pre-hook checks the inputs instead.
-    return program.module(check_guards=False), args[0].detach().numpy()
+    module = program.module(check_guards=False)
+    names = input_names(module, len(args), program)
+    return module, {name: a.detach().numpy() for name, a in zip(names, args, strict=True)}
 
 
 def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
@@ -197,7 +210,9 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     return module, "pickle"
 
 
-def _load_factory(spec: str, weights: Path | None) -> tuple[Any, Path | None]:
+def _load_factory(
+    spec: str, weights: Path | None, factory_args: dict[str, Any], strip_prefix: str
+) -> tuple[Any, Path | None]:
     """Build the model from a factory spec; return it and the source file that defines the factory, if any."""
     import torch
 
@@ -222,12 +237,28 @@ def _load_factory(spec: str, weights: Path | None) -> tuple[Any, Path | None]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"'{target}' has no callable '{attr}'")
-    model = factory()
+    try:
+        model = factory(**factory_args)
+    except TypeError as exc:
+        wanted = _parameters(factory)
+        raise InputError(
+            f"'{spec}' cannot be called with {factory_args or 'no arguments'} ({exc})",
+            hint=f"pass its arguments: --factory-args '{{...}}' (it takes: {wanted})" if wanted else None,
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"'{spec}' returned a {type(model).__name__}, not an nn.Module")
     if weights is not None:
-        _load_weights(model, weights)
+        _load_weights(model, weights, strip_prefix)
     return model, source
+
+
+def _parameters(factory: Any) -> str:
+    import inspect
+
+    try:
+        return ", ".join(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return ""
 
 
 def _factory_facts(spec: str, source: Path | None, weights: Path | None) -> dict[str, Any]:
@@ -250,7 +281,7 @@ def _factory_facts(spec: str, source: Path | None, weights: Path | None) -> dict
     }
 
 
-def _load_weights(model: Any, weights: Path) -> None:
+def _load_weights(model: Any, weights: Path, strip_prefix: str = "") -> None:
     import torch
 
     if not weights.is_file():
@@ -262,26 +293,65 @@ def _load_weights(model: Any, weights: Path) -> None:
             f"'{weights.name}' is not a state dict loadable with weights_only=True ({type(exc).__name__})",
             hint="save it with torch.save(model.state_dict(), path)",
         ) from None
-    try:
+    if not isinstance(state, dict):
+        raise InputError(f"'{weights.name}' holds a {type(state).__name__}, not a state dict")
+    if strip_prefix:
+        state = {k.removeprefix(strip_prefix): v for k, v in state.items()}
+    expected = set(model.state_dict())
+    if set(state) == expected:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise InputError(
-            f"'{weights.name}' does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}"
-        ) from None
+        return
+    raise InputError(_mismatch(weights.name, state, expected), hint=_weights_hint(state, expected))
 
 
-def _example_input(module: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+def _mismatch(name: str, state: dict[str, Any], expected: set[str]) -> str:
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    parts = [
+        f"{len(missing)} missing ({few(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+    ]
+    return f"'{name}' does not fit the model: " + "; ".join(p for p in parts if p)
+
+
+def _weights_hint(state: dict[str, Any], expected: set[str]) -> str | None:
+    """Say what would match: a common prefix to strip, or a wrapper key holding the real state dict."""
+    for key in ("state_dict", "model", "model_state_dict", "net"):
+        inner = state.get(key)
+        if isinstance(inner, dict) and set(inner) & expected:
+            return f"the weights are under the key '{key}': save torch.load(...)['{key}'] as the state dict"
+    prefixes = {k.split(".", 1)[0] + "." for k in state if "." in k}
+    for prefix in sorted(prefixes):
+        stripped = {k.removeprefix(prefix) for k in state}
+        if stripped == expected:
+            return (
+                f"every key matches once '{prefix}' is stripped (a DataParallel checkpoint?): --strip-prefix {prefix}"
+            )
+        if len(stripped & expected) > len(set(state) & expected):
+            matched = len(stripped & expected)
+            return f"{matched} of {len(expected)} keys match once '{prefix}' is stripped: --strip-prefix {prefix}"
+    return None
+
+
+def _example_inputs(module: Any, shape: tuple[int, ...], dtype: str) -> dict[str, np.ndarray] | None:
+    """Return the example inputs the recipe's input.shape or the model's `example_input()` gives, else None."""
+    import torch
+
     if shape:
         if dtype not in _DTYPES:
             raise InputError(f"input dtype '{dtype}' is not supported", hint=f"one of {', '.join(_DTYPES)}")
         if np.issubdtype(_DTYPES[dtype], np.integer):
-            return np.zeros(shape, dtype=_DTYPES[dtype])
-        return np.random.default_rng(0).standard_normal(shape).astype(_DTYPES[dtype])
+            return {SINGLE_INPUT: np.zeros(shape, dtype=_DTYPES[dtype])}
+        return {SINGLE_INPUT: np.random.default_rng(0).standard_normal(shape).astype(_DTYPES[dtype])}
     make = getattr(module, "example_input", None)
-    if callable(make):
-        return make().detach().numpy()
-    raise InputError(
-        "the model's input shape is unknown",
-        hint="pass --input-shape 1,3,224,224 (or set input.shape in the recipe), or use a .pt2 file",
-    )
+    if not callable(make):
+        return None
+    made = make()
+    tensors = list(made) if isinstance(made, tuple | list) else [made]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise InputError("the model's example_input() must return a tensor or a tuple of tensors")
+    names = input_names(module, len(tensors))
+    return {name: t.detach().numpy() for name, t in zip(names, tensors, strict=True)}

@@ -35,9 +35,10 @@ class BuildState:
     float_model: torch.nn.Module | None = None
     model: torch.nn.Module | None = None
     io: IoContract | None = None
-    example_input: np.ndarray | None = None  # one batch, the shape the artifact is exported with
+    example_input: np.ndarray | None = None  # the first input's example (pruning takes one-input models)
+    example_inputs: dict[str, np.ndarray] | None = None  # one batch per named input: what the artifact is built for
     data: Dataset | None = None
-    baseline: np.ndarray | None = None  # float_model outputs on data.evaluation
+    baseline: dict[str, np.ndarray] | None = None  # float_model outputs on data.evaluation, by output name
     compiled: Compiled | None = None  # what the backend built, in the work folder
     facts: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()

@@ -195,9 +195,45 @@ class InputConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """How to make the model: factory arguments, weight names, constant forward() arguments."""
+
+    factory_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a MODULE:FACTORY
+    strip_prefix: str = ""  # stripped from every weight name ("module." for DataParallel checkpoints)
+    constants: dict[str, Any] = field(default_factory=dict)  # non-tensor forward() arguments, e.g. {sr = 16000}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IoConfig:
+    """The io contract beyond what the model says: state carried between steps."""
+
+    state: dict[str, Any] = field(default_factory=dict)  # output name -> the input it feeds at the next step
+
+
+class GateOp(enum.StrEnum):
+    AT_LEAST = ">="
+    AT_MOST = "<="
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateRule:
+    """One rule of the gate: `metric` on `output` (empty: the first output) compared with `value`."""
+
+    metric: str
+    output: str = ""
+    op: GateOp = GateOp.AT_LEAST
+    value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GateConfig:
     max_top1_drop: float = ranged(1.0, ge=0, le=100)  # percentage points, used when labels exist
     min_sqnr_db: float = 20.0  # any finite dB value; used when there are no labels
+    # Rules replace the two defaults above when given: [[gate.rules]] metric = "mean_iou", op = ">=", value = 90
+    rules: tuple[GateRule, ...] = ()
+    # Fewer evaluation samples than this cannot pass: the status is "inconclusive" (exit 8).
+    min_evaluation_size: int = ranged(30, ge=1)
+    custom_metrics: tuple[str, ...] = ()  # "file.py:function" called with (float, artifact, labels) on evaluation
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +257,8 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     input: InputConfig = field(default_factory=InputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    io: IoConfig = field(default_factory=IoConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     golden: GoldenConfig = field(default_factory=GoldenConfig)
@@ -339,7 +377,7 @@ def recipe_to_table(recipe: Any) -> dict[str, Any]:
         elif isinstance(value, enum.Enum):
             table[f.name] = value.value
         elif isinstance(value, tuple):
-            table[f.name] = list(value)
+            table[f.name] = [recipe_to_table(v) if dataclasses.is_dataclass(v) else v for v in value]
         else:
             table[f.name] = value
     return table
@@ -440,6 +478,11 @@ def _coerce(kind: Any, raw: Any, path: str, problems: list[_Problem], what: str)
         problems.append(_Problem(f"'{path}' cannot be {raw!r}", hint))
         return _INVALID
     origin = typing.get_origin(kind)
+    if origin is dict:  # a table of plain values (factory arguments, state names): keys are the user's
+        if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+            problems.append(_Problem(f"'{path}' must be a table, got {raw!r}"))
+            return _INVALID
+        return dict(raw)
     if origin is tuple:
         if not isinstance(raw, list | tuple):
             problems.append(_Problem(f"'{path}' must be a list, got {raw!r}"))

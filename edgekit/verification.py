@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.backends.base import IoContract, Runner, RunnerUnavailable
 from edgekit.errors import ExitStatus, InputError
 from edgekit.manifest import Golden
+
+if TYPE_CHECKING:
+    from edgekit.verify_remote import TargetCheck
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,10 +44,13 @@ class VerifyResult:
     remeasured: dict[str, Any] | None = None  # with --data: metrics, gate, where the float outputs came from
     problems: tuple[str, ...] = ()  # why the status is not `passed`, one line each
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    on_target: TargetCheck | None = None  # with --on: the same checks on the target's CPU (edgekit.verify_remote)
 
     @property
     def exit_status(self) -> ExitStatus:
-        return ExitStatus.ACCURACY_FAILED if self.status == "failed" else ExitStatus.OK
+        if self.status == "failed":
+            return ExitStatus.ACCURACY_FAILED
+        return ExitStatus.INCONCLUSIVE if self.status == "inconclusive" else ExitStatus.OK
 
 
 def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None = None) -> VerifyResult:
@@ -94,6 +100,8 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
             )
     if problems:
         status = "failed"
+    elif manifest.accuracy.status == "inconclusive":
+        status = "inconclusive"
     elif runner is None or manifest.accuracy.status == "skipped":
         status = "skipped"
     elif runner.mode == "proxy":
@@ -113,9 +121,12 @@ def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None
 
 
 def golden_samples(folder: Path, golden: Golden, io: IoContract) -> list[tuple[dict[str, Path], dict[str, Path]]]:
-    """Return each golden sample as ({input name: .npy path}, {output name: .npy path})."""
-    name, output = io.inputs[0].name, io.outputs[0].name
-    return [({name: folder / x}, {output: folder / y}) for x, y in zip(golden.inputs, golden.outputs, strict=True)]
+    """Return each golden sample as ({input name: .npy path}, {output name: .npy path}), in io order."""
+    return [
+        ({n: folder / sample["inputs"][n] for n in io.input_names},
+         {n: folder / sample["outputs"][n] for n in io.output_names})
+        for sample in golden.samples
+    ]  # fmt: skip
 
 
 def _check_golden(folder: Path, golden: Golden, io: IoContract, runner: Runner | None, unavailable: str) -> GoldenCheck:
@@ -155,10 +166,11 @@ def _remeasure(
     manifest: Any, recipe: Any, runner: Runner, io: IoContract, data: Path, model: str | None
 ) -> dict[str, Any]:
     """Measure the artifact on `data` against float outputs re-computed from the source model."""
-    from edgekit import metrics
     from edgekit.data import check_shape, load_data
-    from edgekit.modelio import load_model, run_torch
-    from edgekit.stages.verify import judge, run_artifact
+    from edgekit.gate import judge
+    from edgekit.modelio import load_model
+    from edgekit.stages.load import baseline_outputs
+    from edgekit.stages.verify import run_artifact
 
     source = manifest.source_model
     spec = model or source.get("path") or source.get("spec")
@@ -166,7 +178,12 @@ def _remeasure(
         raise InputError("the manifest does not say where the source model is", hint="pass --model")
     weights = source.get("weights")
     try:
-        loaded = load_model(str(spec), weights=Path(weights) if weights else None)
+        loaded = load_model(
+            str(spec),
+            weights=Path(weights) if weights else None,
+            factory_args=recipe.model.factory_args,
+            strip_prefix=recipe.model.strip_prefix,
+        )
     except InputError as exc:
         raise InputError(
             (f"cannot re-compute the float outputs: {exc.message}"),
@@ -177,16 +194,24 @@ def _remeasure(
             f"the source model '{spec}' is not the one this artifact was built from (sha256 differs)",
             hint="pass --model with the model the artifact was built from",
         )
-    example = np.zeros(io.inputs[0].shape, dtype=io.inputs[0].dtype)
-    dataset = load_data(data, recipe.data, recipe.preprocessing, example)
-    check_shape(dataset, example)
-    baseline = run_torch(loaded.module, dataset.evaluation)
-    found = metrics.compare(baseline, run_artifact(runner, io, dataset.evaluation), dataset.evaluation_labels)
-    verdict = judge(found, runner, recipe.gate, synthetic=False)
+    state = dict(recipe.io.state)
+    examples = {t.name: np.zeros(t.shape, dtype=t.dtype) for t in io.inputs if t.name not in state.values()}
+    dataset = load_data(data, recipe.data, recipe.preprocessing, examples, ordered=bool(state))
+    check_shape(dataset, examples)
+    module = loaded.module
+    if manifest.source_model.get("flattened_outputs"):
+        from edgekit.signature import flat_module
+
+        module = flat_module(module, recipe.model.constants)
+    dataset, baseline = baseline_outputs(module, io, dataset, state)
+    stateless = {n: a for n, a in dataset.evaluation.items() if n not in state.values()}
+    _, outputs = run_artifact(runner, io, stateless, state)
+    verdict = judge(baseline, outputs, dataset.evaluation_labels, io, recipe.gate, runner, synthetic=False)
+    found = verdict["metrics"]
     same = dataset.provenance.get("sha256") == manifest.data.get("sha256")
     return {
         "data": str(data),
-        "samples": len(dataset.evaluation),
+        "samples": dataset.evaluation_count,
         "split": "the build's evaluation split" if same else "the evaluation split of new data",
         "float_outputs": f"re-computed from {spec} (sha256 matches the manifest)",
         "metrics": found,

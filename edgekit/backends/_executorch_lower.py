@@ -30,14 +30,14 @@ _OP_PATTERNS = (
 )
 
 
-def export_program(model: torch.nn.Module, example: np.ndarray) -> torch.export.ExportedProgram:
-    """Run torch.export on `model` with one batch-1 example; explain a failure in one line."""
+def export_program(model: torch.nn.Module, examples: tuple[np.ndarray, ...]) -> torch.export.ExportedProgram:
+    """Run torch.export on `model` with batch-1 examples of its inputs; explain a failure in one line."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(example))
+    args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in examples)
     try:
         with torch.no_grad():
-            return torch.export.export(model, (x,))
+            program = torch.export.export(model, args)
     except Exception as exc:  # torch.export raises UserError, GuardOn..., TypeError, ...
         where = _user_frame(exc)
         raise ExportError(
@@ -47,6 +47,22 @@ def export_program(model: torch.nn.Module, example: np.ndarray) -> torch.export.
                 "torch.where/torch.cond, or move it out of forward()"
             ),
         ) from exc
+    return rewrite_for_executorch(program)
+
+
+def rewrite_for_executorch(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Rewrite ops that XNNPACK and the CPU kernels lack (`edgekit.rewrites.EXECUTORCH`); name the first that stays.
+
+    The result's `edgekit.rewrites.applied_rewrites()` says what changed, for the export facts.
+    """
+    from edgekit import rewrites
+
+    rewritten = rewrites.apply(program, rewrites.EXECUTORCH).program
+    found = rewrites.first_unsupported(rewritten, rewrites.EXECUTORCH_LIMITS)
+    if found:
+        node, limit = found
+        raise rewrites.unsupported_error("ExecuTorch (XNNPACK and its CPU kernels)", node, limit.why, limit.hint)
+    return rewritten
 
 
 def lower_to_pte(program: torch.export.ExportedProgram, path: Path) -> dict[str, Any]:
@@ -56,9 +72,12 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: Path) -> dict[str,
 
     try:
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-        executorch_program = lowered.to_executorch()
     except Exception as exc:  # exir raises SpecViolationError, RuntimeError, ...
         raise _lowering_error(exc, program) from exc
+    try:
+        executorch_program = lowered.to_executorch()
+    except Exception as exc:  # what stayed outside XNNPACK says more than the whole program
+        raise _lowering_error(exc, lowered.exported_program()) from exc
     graph = lowered.exported_program().graph_module
     operators = _plan_operators(executorch_program)
     _check_kernels(operators, graph)
@@ -128,29 +147,32 @@ def load_method(path: Path) -> Any:
 
 def node_location(node: Any) -> str:
     """Say where a graph node comes from: module path and type, then file:line of user code."""
-    parts = []
-    stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path, kind = list(stack.values())[-1]
-        path = re.sub(r"^L\['self'\]\.?", "", str(path)).replace("_modules['", "").replace("']", "") or "<root>"
-        parts.append(f"{path} ({getattr(kind, '__name__', str(kind).rsplit('.', 1)[-1])})")
-    trace = node.meta.get("stack_trace") or ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.*)', trace)
-    if frames:
-        file, line, func, code = frames[-1]
-        parts.append(f"{Path(file).name}:{line} in {func}: {code.strip()}")
-    return ", ".join(parts) or "unknown location"
+    from edgekit.rewrites import describe
+
+    return describe(node)
 
 
 def _lowering_error(exc: Exception, program: torch.export.ExportedProgram) -> ExportError:
+    """Name the op exir failed on and where the model uses it.
+
+    When exir names a (de)quantize op, the real cause is the op it feeds: int8 tensors reached an
+    operator XNNPACK did not take, which has no int8 CPU kernel.
+    """
+    from edgekit.rewrites import op_label
+
     op = _op_in_message(str(exc))
-    where = ""
+    where, feeds = "", ""
     if op:
+        spelled = op.replace("::", ".")
         for node in program.graph.nodes:
-            if node.op == "call_function" and (op in str(node.target) or str(node.target) in op):
+            if node.op == "call_function" and (spelled in str(node.target) or str(node.target) in spelled):
+                consumer = next((u for u in node.users if "quantize" not in str(u.target)), None)
+                if "quantize" in op and consumer is not None:
+                    feeds = f" (it feeds {op_label(consumer.target)}, which XNNPACK did not take)"
+                    node = consumer
                 where = node_location(node)
                 break
-    what = f"operator {op}" if op else "the model"
+    what = f"operator {op}{feeds}" if op else "the model"
     return ExportError(
         f"ExecuTorch cannot lower {what} for XNNPACK or its CPU kernels"
         + (f" (used at {where})" if where else "")

@@ -38,7 +38,7 @@ def op_census(graph_module: torch.fx.GraphModule) -> Counter[str]:
     return Counter(op_name(n.target) for n in graph_module.graph.nodes if n.op == "call_function")
 
 
-def choose_scheme(census: Counter[str], example: np.ndarray) -> tuple[Scheme, str]:
+def choose_scheme(census: Counter[str], examples: tuple[np.ndarray, ...]) -> tuple[Scheme, str]:
     """Pick int8-static or int8-dynamic for `auto`, and say why."""
 
     def count(words: tuple[str, ...]) -> int:
@@ -47,14 +47,17 @@ def choose_scheme(census: Counter[str], example: np.ndarray) -> tuple[Scheme, st
     return decide(
         convs=count(_CONV),
         linears=count(("linear", "addmm")),
-        integer_input=bool(np.issubdtype(example.dtype, np.integer)),
+        integer_input=any(np.issubdtype(x.dtype, np.integer) for x in examples),
         embedding=bool(count(("embedding",))),
         attention=bool(count(_ATTENTION) and count(("matmul", "bmm", "scaled_dot_product_attention"))),
     )
 
 
 def static_int8(
-    model: torch.nn.Module, example: np.ndarray, calibration: np.ndarray, config: QuantizeConfig
+    model: torch.nn.Module,
+    examples: tuple[np.ndarray, ...],
+    calibration: tuple[np.ndarray, ...],
+    config: QuantizeConfig,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize with PT2E and XNNPACKQuantizer, calibrating one sample at a time.
 
@@ -68,17 +71,18 @@ def static_int8(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     _check_calibration_method(config)
-    if len(calibration) == 0:
+    count = min((len(a) for a in calibration), default=0)
+    if count == 0:
         raise ExportError(
             "int8-static needs calibration samples and there are none", hint="give --data, or use scheme int8-dynamic"
         )
-    graph = export_program(copy.deepcopy(model), example).module()
+    graph = export_program(copy.deepcopy(model), examples).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
     try:
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for sample in calibration:
-                prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+            for i in range(count):
+                prepared(*[torch.from_numpy(np.ascontiguousarray(a[i : i + 1])) for a in calibration])
         converted = convert_pt2e(prepared)
     except Exception as exc:  # torchao raises many types; the user needs the op, not the stack
         raise ExportError(
@@ -90,14 +94,14 @@ def static_int8(
         converted,
         {
             "path": "pt2e XNNPACKQuantizer (symmetric, static)",
-            "calibration_samples": int(len(calibration)),
+            "calibration_samples": count,
             "per_channel": config.per_channel,
         },
     )
 
 
 def dynamic_int8(
-    model: torch.nn.Module, example: np.ndarray, config: QuantizeConfig
+    model: torch.nn.Module, examples: tuple[np.ndarray, ...], config: QuantizeConfig
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize Linear weights to int8 with activations quantized at run time.
 
@@ -118,7 +122,7 @@ def dynamic_int8(
             quantize_(
                 candidate, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
             )
-            program = export_program(candidate, example)  # proves it exports before we commit to this path
+            program = export_program(candidate, examples)  # proves it exports before we commit to this path
             return candidate, program.graph_module, {"path": _DYNAMIC_TORCHAO, "per_channel": True}
         except ExportError:
             raise
@@ -130,14 +134,14 @@ def dynamic_int8(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    graph = export_program(copy.deepcopy(model), example).module()
+    graph = export_program(copy.deepcopy(model), examples).module()
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True)
     )
     try:
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            prepared(torch.from_numpy(np.ascontiguousarray(example)))
+            prepared(*[torch.from_numpy(np.ascontiguousarray(x)) for x in examples])
         converted = convert_pt2e(prepared)
     except Exception as exc:
         errors.append(f"pt2e dynamic: {first_line(exc)}")

@@ -108,14 +108,15 @@ class ExecuTorchBackend:
         """Lower the float program (the reference), quantize, then lower the artifact."""
         from edgekit.backends import _executorch_quantize as q
         from edgekit.backends._executorch_lower import export_program, lower_to_pte
+        from edgekit.rewrites import applied_rewrites
 
         require_scheme(quantize.scheme, self.schemes, self.name)
-        example = example_inputs[io.inputs[0].name]
-        float_program = export_program(model, example)
+        examples = tuple(example_inputs[name] for name in io.input_names)
+        float_program = export_program(model, examples)
         census = q.op_census(float_program.graph_module)
         requested = quantize.scheme
         scheme, because = (
-            (requested, "set by the recipe") if requested is not Scheme.AUTO else q.choose_scheme(census, example)
+            (requested, "set by the recipe") if requested is not Scheme.AUTO else q.choose_scheme(census, examples)
         )
         facts: dict[str, Any] = {"requested": requested.value, "scheme": scheme.value, "chosen_because": because}
         reference = workdir / REFERENCE_NAME
@@ -128,11 +129,12 @@ class ExecuTorchBackend:
             facts |= {"path": "none", "quantized_count": 0}
         else:
             if scheme is Scheme.INT8_STATIC:
-                quantized, graph, how = q.static_int8(model, example, calibration[io.inputs[0].name], quantize)
+                samples = tuple(calibration[name] for name in io.input_names)
+                quantized, graph, how = q.static_int8(model, examples, samples, quantize)
             else:
-                quantized, graph, how = q.dynamic_int8(model, example, quantize)
+                quantized, graph, how = q.dynamic_int8(model, examples, quantize)
             facts |= how | q.quantize_facts(q.op_census(graph), graph)
-            export_facts = lower_to_pte(export_program(quantized, example), artifact)
+            export_facts = lower_to_pte(export_program(quantized, examples), artifact)
             if facts["quantized_count"] == 0:
                 left = _fmt(facts["float_ops"]) if facts["float_ops"] else "the model has no conv, linear or matmul"
                 warnings.append(
@@ -140,6 +142,7 @@ class ExecuTorchBackend:
                     "effectively fp32"
                 )
         export_facts |= {"reference": {"path": str(REFERENCE_NAME), "bytes": reference_facts["pte_bytes"]}}
+        export_facts["rewrites"] = applied_rewrites(float_program)  # edgekit.rewrites that ran, in order
         if export_facts["delegated_nodes"] == 0:
             warnings.append("XNNPACK delegated nothing: the whole model runs on portable CPU kernels")
         runtime = {

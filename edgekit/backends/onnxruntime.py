@@ -96,7 +96,8 @@ class OnnxRuntimeBackend:
         export_facts = export_onnx(model, io, example_inputs, options.opset, reference)
         scheme, why = quantize.scheme, "asked for by the recipe"
         if scheme is Scheme.AUTO:
-            scheme, why = choose_int8_scheme(model, example_inputs[io.inputs[0].name])
+            integers = [a for a in example_inputs.values() if np.issubdtype(a.dtype, np.integer)]
+            scheme, why = choose_int8_scheme(model, integers[0] if integers else example_inputs[io.inputs[0].name])
         artifact = workdir / self.artifact_name
         facts: dict[str, Any] = {
             "requested": quantize.scheme.value,
@@ -162,23 +163,56 @@ def export_onnx(model: Any, io: IoContract, example_inputs: Arrays, opset: int, 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     example = tuple(torch.from_numpy(np.ascontiguousarray(example_inputs[name])) for name in io.input_names)
-    # torch.export cannot trace a TorchScript module; the TorchScript exporter still can.
-    dynamo = not isinstance(model, torch.jit.ScriptModule)
+    # torch.export cannot trace a TorchScript module (or a wrapper around one); the TorchScript exporter can.
+    dynamo = not any(isinstance(m, torch.jit.ScriptModule) for m in (model, *model.children()))
     try:
         with warnings.catch_warnings():
             # An exported GraphModule reports training=True although it was traced in eval mode.
             warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
             warnings.filterwarnings("ignore", message="no signature found for")
+            # One input and one output take their names at export; several are renamed afterwards, because
+            # the exporter can give an output the name an inner value already has ("embedding").
+            single = _single(io)
             torch.onnx.export(
                 model, example, str(path), dynamo=dynamo, opset_version=opset, verbose=False,
-                input_names=io.input_names, output_names=io.output_names, external_data=False, optimize=True,
+                external_data=False, optimize=True, input_names=io.input_names if single else None,
+                output_names=io.output_names if single else None,
             )  # fmt: skip
     except Exception as exc:
         raise ExportError(
             (f"torch.onnx.export failed: {first_line(exc)}"),
             hint=("run with --traceback; an unsupported op is named above"),
         ) from exc
+    if not _single(io):
+        name_graph_io(path, io)
     return {"exporter": f"torch.onnx.export(dynamo={dynamo})", "opset": opset, "float_bytes": path.stat().st_size}
+
+
+def _single(io: IoContract) -> bool:
+    return len(io.inputs) == 1 and len(io.outputs) == 1
+
+
+def name_graph_io(path: Path, io: IoContract) -> None:
+    """Give the graph's inputs and outputs the contract's names, renaming any inner value that holds one."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    wanted = dict(zip([i.name for i in graph.input], io.input_names, strict=True))
+    wanted |= dict(zip([o.name for o in graph.output], io.output_names, strict=True))
+    taken = {name for node in graph.node for name in (*node.input, *node.output)} | {t.name for t in graph.initializer}
+    clashes = {name: f"{name}__inner" for name in set(wanted.values()) & taken if name not in wanted}
+    mapping = {**clashes, **wanted}
+
+    def rename(name: str) -> str:
+        return mapping.get(name, name)
+
+    for node in graph.node:
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = rename(value.name)
+    onnx.save(model, str(path))
 
 
 def quantize_onnx(

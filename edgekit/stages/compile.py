@@ -15,17 +15,16 @@ class CompileStage:
         return True
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
-        if state.model is None or state.io is None or state.example_input is None or state.data is None:
-            raise InternalError("the compile stage needs the model, io contract, example input and data")
+        if state.model is None or state.io is None or state.example_inputs is None or state.data is None:
+            raise InternalError("the compile stage needs the model, io contract, example inputs and data")
         recipe = ctx.recipe
-        name = state.io.inputs[0].name
         prune = recipe.prune
         data = state.data
         compiled = ctx.backend.compile(
             state.model,
             state.io,
-            {name: state.example_input},
-            {name: data.calibration},
+            state.example_inputs,
+            data.calibration,
             recipe.quantize,
             ctx.plan.options,
             ctx.workdir,

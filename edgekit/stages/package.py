@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit import report
 from edgekit.backends.base import installed_versions
-from edgekit.errors import AccuracyGateError, InternalError
+from edgekit.errors import AccuracyGateError, InconclusiveError, InternalError
 from edgekit.manifest import (
     Accuracy,
     ArtifactRecord,
@@ -42,6 +42,11 @@ class PackageStage:
 
     def run(self, state: BuildState, ctx: BuildContext) -> BuildState:
         manifest = build_manifest(state, ctx)
+        if manifest.inconclusive and not ctx.allow_accuracy_failure:
+            raise InconclusiveError(
+                manifest.accuracy.reason + "; no artifact written",
+                hint="give more evaluation data, or pass --allow-accuracy-failure to keep it marked inconclusive",
+            )
         if manifest.gate_failed and not ctx.allow_accuracy_failure:
             raise AccuracyGateError(
                 gate_message(manifest) + "; no artifact written",
@@ -63,6 +68,8 @@ class PackageStage:
         state = state.evolve(manifest=manifest, path=final)
         if manifest.gate_failed:
             raise AccuracyGateError(gate_message(manifest) + f"; artifact kept, marked failed, at {final}")
+        if manifest.inconclusive:
+            raise InconclusiveError(manifest.accuracy.reason + f"; artifact kept, marked inconclusive, at {final}")
         return state
 
 
@@ -123,7 +130,11 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
         source_model=facts.get("source", {}),
         recipe=recipe_to_table(resolved_recipe(state, ctx)),
         io=IoRecord(
-            inputs=io.inputs, outputs=io.outputs, preprocessing=dict(data.preprocessing), labels=data.label_names
+            inputs=io.inputs,
+            outputs=io.outputs,
+            preprocessing=dict(data.preprocessing),
+            labels=data.label_names,
+            state=dict(ctx.recipe.io.state),
         ),
         runtime={**compiled.runtime, "options": recipe_to_table(ctx.plan.options)},
         data=dict(data.provenance),
@@ -135,7 +146,12 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
             reason=accuracy.get("reason", ""),
             checked_with=accuracy.get("checked_with", ""),
             metrics=accuracy.get("metrics", {}),
-            gate=Gate(rule=gate["rule"], value=gate["value"], passed=gate["passed"]) if gate else None,
+            outputs=accuracy.get("outputs", {}),
+            gate=Gate(rule=gate["rule"], value=gate["value"], passed=gate["passed"], rules=tuple(gate.get("rules", ())))
+            if gate
+            else None,
+            sequence=accuracy.get("sequence", {}),
+            evidence=accuracy.get("evidence", {}),
         ),
         latency=facts.get("latency", {"measured": False}),
         size=_size(compiled.artifact, compiled.float_reference),
@@ -143,8 +159,7 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
             count=golden["count"],
             atol=golden.get("atol", 0.0),
             rtol=golden.get("rtol", 0.0),
-            inputs=tuple(golden.get("inputs", ())),
-            outputs=tuple(golden.get("outputs", ())),
+            samples=tuple(golden.get("samples", ())),
             produced_by=golden.get("produced_by", ""),
             reason=golden.get("reason", ""),
         ),

@@ -42,6 +42,11 @@ class PruneStage:
             raise InternalError("the prune stage needs the model, example input and data from the load stage")
         config = ctx.recipe.prune
         check_request(ctx, has_labels=data.calibration_labels is not None)
+        if state.io is not None and len(state.io.inputs) != 1:
+            raise ConfigError(
+                f"pruning supports models with one input; this one takes {len(state.io.inputs)}",
+                hint="build without pruning (prune.ratio = 0)",
+            )
         structured.check_prunable(state.model)
 
         example = torch.from_numpy(np.ascontiguousarray(state.example_input))
@@ -120,7 +125,7 @@ class PruneStage:
         facts["recovery"] = recover(
             model,
             state.float_model,
-            data.calibration,
+            _only(data.calibration),
             data.calibration_labels,
             recovery,
             seed=ctx.recipe.data.seed,
@@ -163,7 +168,8 @@ class _Accuracy:
         data = self.data
         if data is None or data.evaluation_labels is None or data.is_synthetic:
             return None
-        return round(metrics.top1_accuracy(run_torch(model, data.evaluation, batch=64), data.evaluation_labels), 3)
+        outputs = run_torch(model, _only(data.evaluation), batch=64)
+        return round(metrics.top1_accuracy(outputs, data.evaluation_labels), 3)
 
 
 def _taylor_batch(state: BuildState) -> tuple[Any, Any]:
@@ -171,7 +177,7 @@ def _taylor_batch(state: BuildState) -> tuple[Any, Any]:
 
     data = state.data
     assert data is not None  # noqa: S101 - checked by the caller
-    inputs = torch.from_numpy(np.ascontiguousarray(data.calibration[:64]))
+    inputs = torch.from_numpy(np.ascontiguousarray(_only(data.calibration)[:64]))
     labels = None if data.calibration_labels is None else torch.from_numpy(data.calibration_labels[:64])
     return inputs, labels
 
@@ -183,7 +189,7 @@ def _data_used(state: BuildState, mode: RecoveryMode) -> str:
         return "none"
     what = "labels" if mode is RecoveryMode.FINETUNE else "float-model outputs (no labels used)"
     kind = "SYNTHETIC calibration inputs" if data.is_synthetic else f"{data.kind} calibration split"
-    return f"{len(data.calibration)} {kind}, {what}"
+    return f"{data.calibration_count} {kind}, {what}"
 
 
 def _summary(facts: dict[str, Any]) -> str:
@@ -205,3 +211,9 @@ def _output_shape(model: Any, example: Any) -> tuple[int, ...]:
     with torch.no_grad():
         out = model(example)
     return tuple((out[0] if isinstance(out, tuple | list) else out).shape)
+
+
+def _only(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The one input's samples: pruning and recovery take one-input models (checked in run())."""
+    (array,) = arrays.values()
+    return array

@@ -1,4 +1,4 @@
-"""Run the artifact in its runtime on the evaluation split, compare with the float model, apply the gate.
+"""Run the artifact in its runtime on the evaluation split, compare every output with float, apply the gate.
 
 The status is honest: `passed`/`failed` only when the artifact itself ran in its runtime; `proxy` when
 a host-side stand-in with the same compression ran instead; `skipped` when there was no real data, or
@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import latency, metrics
+from edgekit import latency
 from edgekit.backends.base import IoContract, Runner, RunnerUnavailable
+from edgekit.data import Arrays, count_of
 from edgekit.errors import ExportError, InternalError, first_line
+from edgekit.gate import judge
 from edgekit.pipeline import BuildContext, BuildState
-from edgekit.recipe import GateConfig
 
 
 class VerifyStage:
@@ -32,27 +33,50 @@ class VerifyStage:
         try:
             runner = ctx.backend.open(compiled.artifact, io, ctx.plan.options)
         except RunnerUnavailable as exc:
-            accuracy = {"status": "skipped", "reason": exc.reason, "checked_with": "nothing: no runner on this host"}
+            skipped = {"status": "skipped", "reason": exc.reason, "checked_with": "nothing: no runner on this host"}
             state = state.with_warning(f"accuracy status 'skipped': {exc.reason}")
-            return state.with_facts("accuracy", accuracy).with_facts("golden", {"count": 0, "reason": exc.reason})
-        outputs = run_artifact(runner, io, data.evaluation)
-        found = metrics.compare(baseline, outputs, data.evaluation_labels)
-        accuracy = judge(found, runner, ctx.recipe.gate, synthetic=data.is_synthetic)
+            return state.with_facts("accuracy", skipped).with_facts("golden", {"count": 0, "reason": exc.reason})
+        state_map = dict(ctx.recipe.io.state)
+        inputs, outputs = run_artifact(runner, io, data.evaluation, state_map)
+        accuracy: dict[str, Any] = judge(
+            baseline,
+            outputs,
+            data.evaluation_labels,
+            io,
+            ctx.recipe.gate,
+            runner,
+            synthetic=data.is_synthetic,
+            label_names=data.label_names,
+        )
+        if accuracy.get("evidence", {}).get("too_close"):
+            state = state.with_warning(accuracy["evidence"]["too_close"])
+        if state_map:
+            accuracy["sequence"] = {"steps": count_of(inputs), "state": state_map, "closed_loop": True}
         state = state.with_facts("accuracy", accuracy)
         if accuracy["status"] == "proxy":
             state = state.with_warning(f"accuracy status 'proxy': {runner.reason}")
-        state = state.with_facts("golden", write_golden(data.evaluation, outputs, runner, ctx))
+        state = state.with_facts("golden", write_golden(inputs, outputs, runner, ctx))
         if ctx.recipe.latency.enabled:
             state = _measure_latency(state, ctx, runner)
         return state
 
 
-def run_artifact(runner: Runner, io: IoContract, inputs: np.ndarray) -> np.ndarray:
-    """Run every sample (batch 1) through the runner and stack the first output."""
-    name, output = io.inputs[0].name, io.outputs[0].name
+def run_artifact(
+    runner: Runner, io: IoContract, inputs: Arrays, state: dict[str, str] | None = None
+) -> tuple[Arrays, Arrays]:
+    """Run every sample (batch 1) through the runner; return (the inputs fed, every output by name).
+
+    A stateful model runs closed loop: each step's state outputs feed the next step's state inputs, so
+    the inputs fed include the state the artifact itself produced.
+    """
     try:
-        results = [runner.run({name: inputs[i : i + 1]})[output] for i in range(len(inputs))]
-        return np.concatenate([np.asarray(r, dtype=np.float32) for r in results])
+        if state:
+            from edgekit.sequence import initial_state, run_sequence
+
+            outputs, fed = run_sequence(runner.run, inputs, io, state, initial_state(io, state, inputs))
+            return {**inputs, **fed}, outputs
+        results = [runner.run({n: inputs[n][i : i + 1] for n in io.input_names}) for i in range(count_of(inputs))]
+        return inputs, {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in io.output_names}
     except Exception as exc:
         raise ExportError(
             f"the exported artifact failed to run ({first_line(exc)})",
@@ -60,60 +84,44 @@ def run_artifact(runner: Runner, io: IoContract, inputs: np.ndarray) -> np.ndarr
         ) from exc
 
 
-def judge(found: dict[str, float], runner: Runner, gate: GateConfig, *, synthetic: bool) -> dict[str, Any]:
-    """Apply the gate to the metrics and name the status honestly."""
-    if "top1_drop" in found:
-        rule, value = f"top1_drop <= {gate.max_top1_drop}", found["top1_drop"]
-        passed = value <= gate.max_top1_drop
-    else:
-        rule, value = f"sqnr_db >= {gate.min_sqnr_db}", found["sqnr_db"]
-        passed = value >= gate.min_sqnr_db
-    if synthetic:
-        status, reason = "skipped", "no real data: metrics are on synthetic inputs and say nothing about accuracy"
-    elif runner.mode == "proxy":
-        status, reason = "proxy", runner.reason
-    else:
-        status, reason = ("passed" if passed else "failed"), ""
-    return {
-        "status": status,
-        "reason": reason,
-        "checked_with": runner.checked_with,
-        "metrics": found,
-        "gate": {"rule": rule, "value": value, "passed": None if synthetic else bool(passed)},
-    }
+def write_golden(inputs: Arrays, outputs: Arrays, runner: Runner, ctx: BuildContext) -> dict[str, Any]:
+    """Save a few evaluation samples, every named input and output, for an on-device self-test.
 
-
-def write_golden(inputs: np.ndarray, outputs: np.ndarray, runner: Runner, ctx: BuildContext) -> dict[str, Any]:
-    """Save a few evaluation inputs and the artifact's outputs for an on-device self-test."""
+    Layout: `golden/<i>/inputs/<name>.npy` and `golden/<i>/outputs/<name>.npy`, with the names in order
+    in `golden/inputs.txt` and `golden/outputs.txt` (for apps that read no JSON).
+    """
+    io_names = (list(inputs), list(outputs))
     folder = ctx.workdir / "golden"
     folder.mkdir(parents=True, exist_ok=True)
-    count = min(ctx.recipe.golden.samples, len(outputs))
+    count = min(ctx.recipe.golden.samples, count_of(outputs))
+    samples = []
     for i in range(count):
-        np.save(folder / f"input_{i}.npy", np.ascontiguousarray(inputs[i : i + 1]))
-        np.save(folder / f"output_{i}.npy", np.ascontiguousarray(outputs[i : i + 1]))
-    scale = float(np.max(np.abs(outputs[:count]))) if count else 1.0
+        sample: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
+        for kind, arrays in (("inputs", inputs), ("outputs", outputs)):
+            (folder / str(i) / kind).mkdir(parents=True, exist_ok=True)
+            for name, array in arrays.items():
+                np.save(folder / str(i) / kind / f"{name}.npy", np.ascontiguousarray(array[i : i + 1]))
+                sample[kind][name] = f"golden/{i}/{kind}/{name}.npy"
+        samples.append(sample)
+    (folder / "inputs.txt").write_text("".join(f"{n}\n" for n in io_names[0]))
+    (folder / "outputs.txt").write_text("".join(f"{n}\n" for n in io_names[1]))
+    scale = max((float(np.max(np.abs(a[:count].astype(np.float64)))) for a in outputs.values()), default=1.0)
     quantized = ctx.recipe.quantize.scheme.value not in ("fp32", "fp16")
     # Another CPU may round int8 kernels differently by a step; float kernels differ by reassociation.
-    atol = (0.05 if quantized else 1e-3) * scale + 1e-5
-    return {
-        "count": count,
-        "atol": atol,
-        "rtol": 0.0,
-        "inputs": [f"golden/input_{i}.npy" for i in range(count)],
-        "outputs": [f"golden/output_{i}.npy" for i in range(count)],
-        "produced_by": runner.mode,
-    }
+    atol = (0.05 if quantized else 1e-3) * (scale if count else 1.0) + 1e-5
+    return {"count": count, "atol": atol, "rtol": 0.0, "samples": samples, "produced_by": runner.mode}
 
 
 def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> BuildState:
-    compiled, io = state.compiled, state.io
-    assert compiled is not None and io is not None and state.example_input is not None  # noqa: S101 - run() checked
+    compiled, io, examples = state.compiled, state.io, state.example_inputs
+    assert compiled is not None and io is not None and examples is not None  # noqa: S101 - run() checked
     if runner.mode != "runtime" or compiled.float_reference is None:
         return state.with_facts("latency", {"measured": False, "reason": "the artifact's runtime is not on this host"})
     reference = ctx.backend.open(compiled.float_reference, io, ctx.plan.options)
     cfg = ctx.recipe.latency
-    feeds = {io.inputs[0].name: state.example_input}
-    timed = latency.measure({"float": reference.run, "artifact": runner.run}, feeds, warmup=cfg.warmup, runs=cfg.runs)
+    timed = latency.measure(
+        {"float": reference.run, "artifact": runner.run}, dict(examples), warmup=cfg.warmup, runs=cfg.runs
+    )
     ratio = timed["artifact"]["median_ms"] / timed["float"]["median_ms"]
     facts = {"measured": True, "where": "this build host (not the device)", **timed, "artifact_over_float": ratio}
     state = state.with_facts("latency", facts)

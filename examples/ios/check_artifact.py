@@ -7,7 +7,8 @@ Usage (macOS only; Core ML predictions need the Core ML runtime):
 
 It reads manifest.json (golden count and tolerances, preprocessing, labels), checks that the
 contract stored in the model's own metadata matches the manifest, predicts every
-golden/input_<i>.npy and compares it with golden/output_<i>.npy. Exit status 0 when all pass.
+every named input of each golden sample (manifest "golden" -> "samples") and compares every named
+output. Exit status 0 when all pass.
 """
 
 from __future__ import annotations
@@ -39,18 +40,19 @@ def main(argv: list[str] | None = None) -> int:
 
     golden = manifest.get("golden", {})
     count, atol, rtol = int(golden.get("count", 0)), float(golden.get("atol", 1e-3)), float(golden.get("rtol", 1e-3))
-    input_name = model.get_spec().description.input[0].name
-    output_name = model.get_spec().description.output[0].name
-    input_dtype = np.int32 if model.user_defined_metadata.get("edgekit.input_dtype") == "int32" else np.float32
-    for i in range(count):
-        x = np.load(args.artifact / "golden" / f"input_{i}.npy").astype(input_dtype)
-        expected = np.load(args.artifact / "golden" / f"output_{i}.npy")
-        got = np.asarray(model.predict({input_name: x})[output_name]).reshape(expected.shape)
-        worst = float(np.max(np.abs(got.astype(np.float64) - expected)))
-        ok = np.allclose(got, expected, atol=atol, rtol=rtol)
-        print(f"golden {i}: {'ok' if ok else 'MISMATCH'} (max abs error {worst:.3g}, atol {atol}, rtol {rtol})")
-        if not ok:
-            problems.append(f"golden sample {i} differs")
+    # Core ML has no int64: token ids go in as the dtype the model declares (edgekit.input_dtypes).
+    dtypes = json.loads(model.user_defined_metadata.get("edgekit.input_dtypes", "{}"))
+    for i, sample in enumerate(golden.get("samples", [])):
+        feeds = {n: np.load(args.artifact / p).astype(dtypes.get(n, "float32")) for n, p in sample["inputs"].items()}
+        got = model.predict(feeds)
+        for name, path in sample["outputs"].items():
+            expected = np.load(args.artifact / path)
+            out = np.asarray(got[name]).reshape(expected.shape)
+            worst = float(np.max(np.abs(out.astype(np.float64) - expected)))
+            ok = np.allclose(out, expected, atol=atol, rtol=rtol)
+            print(f"golden {i} {name}: {'ok' if ok else 'MISMATCH'} (max abs error {worst:.3g}, atol {atol})")
+            if not ok:
+                problems.append(f"golden sample {i} output '{name}' differs")
     if count == 0:
         problems.append("manifest lists no golden samples")
     for p in problems:

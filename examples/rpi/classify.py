@@ -80,11 +80,12 @@ def classify(session: ort.InferenceSession, manifest: dict, images: np.ndarray) 
 def self_test(session: ort.InferenceSession, manifest: dict, folder: Path) -> bool:
     """Run the golden inputs and compare with the expected outputs within the manifest's tolerance."""
     golden = manifest["golden"]
-    name = manifest["io"]["inputs"][0]["name"]
     worst = 0.0
-    for x, y in zip(golden["inputs"], golden["outputs"], strict=True):
-        out = session.run(None, {name: np.load(folder / x)})[0]
-        worst = max(worst, float(np.max(np.abs(out - np.load(folder / y)))))
+    for sample in golden["samples"]:  # every input and output by name, never by position
+        feeds = {name: np.load(folder / path) for name, path in sample["inputs"].items()}
+        names = list(sample["outputs"])
+        for name, out in zip(names, session.run(names, feeds), strict=True):
+            worst = max(worst, float(np.max(np.abs(out - np.load(folder / sample["outputs"][name])))))
     ok = worst <= golden["atol"]
     print(f"self-test {'passed' if ok else 'FAILED'}: max abs error {worst:.3g} (tolerance {golden['atol']:.3g})")
     return ok

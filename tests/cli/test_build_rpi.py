@@ -46,7 +46,7 @@ def test_digits_artifact_is_int8_verified_and_self_describing(digits_rpi: Path) 
     assert manifest["latency"]["measured"] and manifest["latency"]["artifact_over_float"] > 0
     assert manifest["size"]["artifact_over_float"] < 0.5
     assert manifest["data"]["calibration_size"] == 128 and manifest["data"]["evaluation_size"] == 472
-    assert set(manifest["files"]) >= {"model.onnx", "recipe.lock.toml", "report.html", "golden/input_0.npy"}
+    assert set(manifest["files"]) >= {"model.onnx", "recipe.lock.toml", "report.html", "golden/0/inputs/input.npy"}
 
 
 def test_the_lock_file_holds_what_ran_not_auto(digits_rpi: Path) -> None:
@@ -84,7 +84,7 @@ def test_tampered_artifact_is_caught(cli: CliRunner, digits_rpi: Path, tmp_path:
 
     copy = tmp_path / "copy"
     shutil.copytree(digits_rpi, copy)
-    np.save(copy / "golden" / "output_0.npy", np.zeros((1, 10), np.float32))
+    np.save(copy / "golden" / "0" / "outputs" / "output.npy", np.zeros((1, 10), np.float32))
 
     result = cli.invoke(main, ["verify", str(copy)])
 

@@ -165,3 +165,34 @@ def test_unsupported_scheme_and_bad_option_are_reported_together_before_loading(
 
     assert caught.value.status == ExitStatus.CONFIG
     assert "w8" in caught.value.message and "arm65" in caught.value.message and "1 more" in caught.value.message
+
+
+def test_a_tiny_evaluation_set_is_inconclusive_and_says_what_is_needed(cli: CliRunner, tmp_path: Path) -> None:
+    args = ["build", str(DIGITS / "model.pt2"), "--target", "rpi", "--data", str(DIGITS / "data.npz"),
+            "--out", str(tmp_path), "--set", "data.evaluation_size=5", "--set", "latency.enabled=false"]  # fmt: skip
+
+    refused = cli.invoke(main, args)
+    kept = cli.invoke(main, [*args, "--allow-accuracy-failure"])
+
+    assert refused.exit_code == ExitStatus.INCONCLUSIVE and "only 5 evaluation samples" in refused.stderr
+    assert "at least 30" in refused.stderr
+    assert kept.exit_code == ExitStatus.INCONCLUSIVE
+    manifest = assert_valid_manifest(tmp_path / "digits-rpi")
+    assert manifest["accuracy"]["status"] == "inconclusive"
+    assert cli.invoke(main, ["verify", str(tmp_path / "digits-rpi")]).exit_code == ExitStatus.INCONCLUSIVE
+
+
+def test_evidence_lists_flipped_samples_intervals_and_the_worst_class(
+    outlier: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import edgekit.errors
+
+    with pytest.raises(edgekit.errors.AccuracyGateError):
+        edgekit.build(str(outlier[0]), target="rpi", data=outlier[1], out_dir=tmp_path, allow_accuracy_failure=True,
+                      overrides=("latency.enabled=false", "quantize.scheme=int8-static"))  # fmt: skip
+    evidence = json.loads((tmp_path / "outlier-rpi" / "manifest.json").read_text())["accuracy"]["evidence"]
+
+    low, high = evidence["top1_drop_ci95"]
+    assert evidence["flipped"] > 50 and len(evidence["flipped_indices"]) == 50
+    assert 0 < low <= high and evidence["worst_class"]["drop"] > 0
+    assert sum(c["samples"] for c in evidence["per_class_drop"].values()) == evidence["samples"]

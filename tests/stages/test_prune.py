@@ -42,7 +42,10 @@ def _prune(**extra: Any) -> dict[str, Any]:
 
 
 def _state(model: Any, data: Dataset) -> BuildState:
-    return BuildState(float_model=model, model=model, example_input=data.calibration[:1], data=data)
+    example = data.calibration["input"][:1]
+    return BuildState(
+        float_model=model, model=model, example_input=example, example_inputs={"input": example}, data=data
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def noise() -> Dataset:
     """Unlabelled random inputs: enough for what pruning does to a model's structure."""
     rng = np.random.default_rng(0)
     inputs = rng.standard_normal((128, 1, 8, 8)).astype(np.float32)
-    return Dataset(calibration=inputs[:64], evaluation=inputs[64:])
+    return Dataset(calibration={"input": inputs[:64]}, evaluation={"input": inputs[64:]})
 
 
 def stripes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +83,8 @@ def stripes_task() -> tuple[torch.nn.Module, Dataset]:
         optimizer.step()
     (calibration, calibration_labels), (evaluation, evaluation_labels) = stripes(128, seed=1), stripes(256, seed=2)
     data = Dataset(
-        calibration=calibration,
-        evaluation=evaluation,
+        calibration={"input": calibration},
+        evaluation={"input": evaluation},
         calibration_labels=calibration_labels,
         evaluation_labels=evaluation_labels,
     )
@@ -147,8 +150,8 @@ def test_distillation_brings_held_out_outputs_back_toward_the_float_model(tmp_pa
     out = PruneStage().run(_state(model, data), _ctx(tmp_path, prune=_prune(recovery={"mode": "distill", **RECOVERY})))
 
     # The evaluation inputs are not the calibration inputs recovery trains on.
-    before = _held_out_mse(bare.model, model, data.evaluation)
-    after = _held_out_mse(out.model, model, data.evaluation)
+    before = _held_out_mse(bare.model, model, data.evaluation["input"])
+    after = _held_out_mse(out.model, model, data.evaluation["input"])
     assert after < 0.5 * before
     recovery = out.facts["prune"]["recovery"]
     assert recovery["mode"] == "distill" and recovery["steps"] == 30
@@ -168,7 +171,8 @@ def test_finetune_recovers_held_out_accuracy_on_real_labels(tmp_path: Path, stri
     assert facts["top1_before_recovery"] < facts["float_top1"] - 20.0  # half the channels gone hurts
     assert facts["top1_after_recovery"] > facts["top1_before_recovery"] + 20.0
     assert facts["top1_after_recovery"] == pytest.approx(
-        100.0 * float(np.mean(torch_outputs(out.model, data.evaluation).argmax(1) == data.evaluation_labels)), abs=1e-3
+        100.0 * float(np.mean(torch_outputs(out.model, data.evaluation["input"]).argmax(1) == data.evaluation_labels)),
+        abs=1e-3,
     )
 
 
@@ -279,7 +283,7 @@ def test_the_zeros_the_stage_makes_ship_as_a_sparse_int8_core_ml_package(tmp_pat
         "coreml",
         state.model,
         state.example_input,
-        noise.calibration,
+        noise.calibration["input"],
         "w8",
         tmp_path / "coreml",
         sparse_weights=True,
@@ -292,6 +296,6 @@ def test_the_zeros_the_stage_makes_ship_as_a_sparse_int8_core_ml_package(tmp_pat
     assert ops["constexpr_sparse_blockwise_shift_scale"] == len(sparsified)
     facts = build.compiled.facts["quantize"]  # sparse int8 weights count as quantized, and as sparse
     assert facts["sparse_weights"] == len(sparsified) and facts["quantized_weights"] == 3
-    outputs = build.run(noise.evaluation[:8])
-    expected = torch_outputs(state.model, noise.evaluation[:8])
+    outputs = build.run(noise.evaluation["input"][:8])
+    expected = torch_outputs(state.model, noise.evaluation["input"][:8])
     assert np.corrcoef(outputs.ravel(), expected.ravel())[0, 1] > 0.99

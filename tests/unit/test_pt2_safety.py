@@ -246,8 +246,9 @@ def test_benign_pt2_loads_and_runs() -> None:
     loaded = modelio.load_model(str(SOURCE))
 
     assert loaded.facts["format"] == "torch.export" and loaded.facts["sha256"] == sha256_of(SOURCE)
-    assert loaded.example_input.shape == (1, 1, 8, 8)
-    assert modelio.run_torch(loaded.module, loaded.example_input).shape == (1, 10)
+    (example,) = loaded.example_inputs.values()  # type: ignore[union-attr]
+    assert example.shape == (1, 1, 8, 8)
+    assert modelio.run_torch(loaded.module, example).shape == (1, 10)
 
 
 class _Pairs(torch.nn.Module):
@@ -279,8 +280,9 @@ def test_pickle_format_weight_holding_a_plain_tensor_still_loads(tmp_path: Path)
 
     loaded = modelio.load_model(str(good))
 
-    expected = modelio.run_torch(modelio.load_model(str(SOURCE)).module, loaded.example_input)
-    np.testing.assert_allclose(modelio.run_torch(loaded.module, loaded.example_input), expected, rtol=1e-6)
+    (example,) = loaded.example_inputs.values()  # type: ignore[union-attr]
+    expected = modelio.run_torch(modelio.load_model(str(SOURCE)).module, example)
+    np.testing.assert_allclose(modelio.run_torch(loaded.module, example), expected, rtol=1e-6)
 
 
 def test_refuse_unsafe_loads_restores_environment_and_torch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,9 @@ def _values(kind: Any, allowed: Range) -> st.SearchStrategy[Any]:
         return _sections(typing.cast(type, kind))
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return st.sampled_from(list(kind))
+    if typing.get_origin(kind) is dict:  # tables of the user's own keys (factory arguments, state names)
+        keys = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+        return st.dictionaries(keys, st.one_of(st.integers(-1000, 1000), TEXT, st.booleans()), max_size=3)
     if typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         items = _values(item_kind, allowed)

@@ -167,7 +167,7 @@ class CoreMLBackend:
             "input_dtypes": {t.name: cc.coreml_dtype(t.dtype) for t in io.inputs},
         }
         for precision, path in paths.items():
-            mlmodel, frontends[precision] = cc.convert(
+            mlmodel, frontends[precision], rewrites = cc.convert(
                 model, io, example_inputs, precision=precision,
                 minimum_target=options.minimum_deployment_target.value, compute_units=options.compute_units.value,
             )  # fmt: skip
@@ -198,6 +198,7 @@ class CoreMLBackend:
         export_facts = {
             "format": "mlprogram",
             "frontend": frontends["fp32"],
+            "rewrites": rewrites,  # edgekit.rewrites that ran (the same for both precisions), in order
             "minimum_deployment_target": options.minimum_deployment_target.value,
             "compute_units": options.compute_units.value,
             "compute_precision": base_precision,

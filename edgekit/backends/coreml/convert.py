@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.base import Arrays, IoContract
-from edgekit.errors import ExportError
+from edgekit.backends.coreml.exported import ConversionFailed, convert_exported
+from edgekit.errors import ExportError, first_line
 
 WEIGHTS_FILE = Path("Data") / "com.apple.CoreML" / "weights" / "weight.bin"
 WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", "matmul": "y", "gather": "x"}
@@ -18,14 +19,16 @@ WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", 
 
 def convert(
     model: Any, io: IoContract, examples: Arrays, *, precision: str, minimum_target: str, compute_units: str
-) -> tuple[Any, str]:
-    """Convert `model` to an ML program; return it and the frontend that worked.
+) -> tuple[Any, str, list[dict[str, Any]]]:
+    """Convert `model` to an ML program; return it, the frontend that worked and the graph rewrites applied.
 
     torch.export comes first. coremltools 9.0 cannot convert an exported `aten.max_pool2d` whose
     stride is left at its default (apple/coremltools#2415: "got 2 input(s), expected minimum 3"),
     so the stride is written out (PyTorch's default stride is the kernel size) before conversion.
-    Should torch.export or its conversion still fail, the TorchScript frontend (`torch.jit.trace`)
-    converts the same model.
+    Ops coremltools lacks are rewritten (`edgekit.rewrites.COREML`), and a failed conversion is retried
+    from the core ATen graph (`exported.py`). Should torch.export or its conversion still fail, the
+    TorchScript frontend (`torch.jit.trace`) converts the same model; if it cannot either, the error
+    names the op, node and source line of the first failure.
     """
     import coremltools as ct
     import torch
@@ -42,23 +45,17 @@ def convert(
         skip_model_load=True,  # loading needs the Core ML runtime; runner() loads it where one exists
     )
     sample = tuple(torch.from_numpy(np.ascontiguousarray(examples[name])) for name in io.input_names)
-    errors: list[str] = []
-    try:
-        program = torch.export.export(model, sample).run_decompositions({})
-        _spell_out_max_pool_stride(program)
-        return ct.convert(program, **kwargs), "torch.export"
-    except Exception as exc:  # any failure here is retried through TorchScript below
-        errors.append(f"torch.export: {type(exc).__name__}: {exc}")
+    try:  # rewrites what coremltools lacks, retries from core ATen (exported.py)
+        mlmodel, rewrites = convert_exported(model, sample, kwargs, prepare=_spell_out_max_pool_stride)
+        return mlmodel, "torch.export", rewrites
+    except ConversionFailed as failed:  # retried through TorchScript below; its error names the first op that failed
+        first = failed.error
     try:
         with torch.no_grad():
             traced = torch.jit.trace(model, sample)
-        return ct.convert(traced, **kwargs), "torch.jit.trace"
+        return ct.convert(traced, **kwargs), "torch.jit.trace", []
     except Exception as exc:
-        errors.append(f"torch.jit.trace: {type(exc).__name__}: {exc}")
-    raise ExportError(
-        "coremltools could not convert the model: " + "; ".join(e.splitlines()[0][:300] for e in errors),
-        hint="run with --traceback; unsupported ops are listed at https://apple.github.io/coremltools",
-    )
+        raise ExportError(f"{first.message}; torch.jit.trace failed too: {first_line(exc)}", hint=first.hint) from exc
 
 
 def _spell_out_max_pool_stride(program: Any) -> None:
