@@ -127,11 +127,16 @@ def synthetic_data(config: DataConfig, examples: Arrays) -> Dataset:
     )
 
 
-def check_shape(data: Dataset, examples: Arrays) -> None:
-    """Raise InputError naming the input whose samples' shape or dtype does not match the model."""
+def check_shape(data: Dataset, examples: Arrays, dynamic: dict[str, set[int]] | None = None) -> None:
+    """Raise InputError naming the input whose samples' shape or dtype does not match the model.
+
+    `dynamic` names the axes (batch included in the numbering) whose size may differ from the example's.
+    """
     for name, example in examples.items():
         got = data.evaluation[name]
-        sample_shape, want = tuple(got.shape[1:]), tuple(example.shape[1:])
+        free = (dynamic or {}).get(name, set())
+        sample_shape = tuple(-1 if a + 1 in free else n for a, n in enumerate(got.shape[1:]))
+        want = tuple(-1 if a + 1 in free else n for a, n in enumerate(example.shape[1:]))
         if sample_shape != want:
             raise InputError(
                 f"data samples of '{name}' have shape {sample_shape} but the model takes {want} (batch dimension "

@@ -24,6 +24,7 @@ from edgekit.errors import InputError
 from edgekit.hashing import sha256_of
 from edgekit.signature import SINGLE_INPUT, input_names
 
+MAX_DYNAMIC = 4096  # upper bound for a dynamic axis exported without one (ExecuTorch plans memory for it)
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".jit")
 _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
 
@@ -32,6 +33,7 @@ _DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32}
 class LoadedModel:
     module: Any  # torch.nn.Module in eval mode
     example_inputs: dict[str, np.ndarray] | None  # named, in forward() order; None when nothing says the shapes
+    dynamic: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)  # .pt2: name -> axis -> range
     facts: dict[str, Any] = field(default_factory=dict)  # format, path or spec, sha256 (see load_model)
 
 
@@ -76,8 +78,10 @@ def load_model(
             )
         facts = {"path": str(path), "sha256": sha256_of(path)}
         if path.suffix == ".pt2":
-            module, examples = _load_exported(path, allow_pickle)
-            return LoadedModel(module=module, example_inputs=examples, facts={**facts, "format": "torch.export"})
+            module, examples, dynamic = _load_exported(path, allow_pickle)
+            return LoadedModel(
+                module=module, example_inputs=examples, dynamic=dynamic, facts={**facts, "format": "torch.export"}
+            )
         module, fmt = _load_torch_file(path, allow_pickle)
     elif ":" in spec:
         module, source = _load_factory(spec, weights, factory_args or {}, strip_prefix)
@@ -115,7 +119,9 @@ def run_torch(module: Any, inputs: np.ndarray, batch: int = 1) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray]]:
+def _load_exported(
+    path: Path, allow_pickle: bool
+) -> tuple[Any, dict[str, np.ndarray], dict[str, dict[int, tuple[int, int]]]]:
     import logging
     import pickle
     from contextlib import nullcontext
@@ -159,7 +165,27 @@ def _load_exported(path: Path, allow_pickle: bool) -> tuple[Any, dict[str, np.nd
     # (torch/export/_unlift.py, _convert_guards_code_to_fn); a forward pre-hook checks the inputs instead.
     module = program.module(check_guards=False)
     names = input_names(module, len(args), program)
-    return module, {name: a.detach().numpy() for name, a in zip(names, args, strict=True)}
+    examples = {name: a.detach().numpy() for name, a in zip(names, args, strict=True)}
+    return module, examples, _exported_ranges(program, names)
+
+
+def _exported_ranges(program: Any, names: list[str]) -> dict[str, dict[int, tuple[int, int]]]:
+    """Return the axes the program was exported with as dynamic, and their ranges (upper bound capped)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    specs = [s for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    found: dict[str, dict[int, tuple[int, int]]] = {}
+    for name, spec in zip(names, specs, strict=False):
+        value = placeholders[spec.arg.name].meta.get("val")
+        for axis, size in enumerate(getattr(value, "shape", ())):
+            if isinstance(size, torch.SymInt):
+                bounds = program.range_constraints.get(size.node.expr)
+                low = int(bounds.lower) if bounds is not None else 1
+                high = int(bounds.upper) if bounds is not None and bounds.upper.is_finite else MAX_DYNAMIC
+                found.setdefault(name, {})[axis] = (max(low, 1), min(high, MAX_DYNAMIC))
+    return found
 
 
 def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:

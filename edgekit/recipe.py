@@ -208,6 +208,9 @@ class IoConfig:
     """The io contract beyond what the model says: state carried between steps."""
 
     state: dict[str, Any] = field(default_factory=dict)  # output name -> the input it feeds at the next step
+    dynamic: dict[str, Any] = field(
+        default_factory=dict
+    )  # input name -> "axis:min..max", e.g. {input_ids = "1:1..128"}
 
 
 class GateOp(enum.StrEnum):

@@ -19,12 +19,16 @@ from edgekit.errors import InputError
 
 Arrays = Mapping[str, np.ndarray]
 SINGLE_INPUT, SINGLE_OUTPUT = "input", "output"
+# A one-input model's argument name says nothing when it is one of these: the input is then called `input`.
+GENERIC_NAMES = frozenset({"x", "input", "inputs", "inp", "args", "data", "tensor", "sample", "batch", "arg0_1"})
 
 
 def input_names(module: Any, count: int, program: Any = None) -> list[str]:
-    """Return names for `count` positional inputs: the exported signature's, forward()'s, or input_<i>."""
-    if count == 1:
-        return [SINGLE_INPUT]
+    """Return names for `count` positional inputs: the exported signature's, forward()'s, or input_<i>.
+
+    A one-input model's input keeps a meaningful argument name (`input_ids`, `audio`); a generic one
+    (`x`, `input`) becomes `input`.
+    """
     names: list[str] = []
     if program is not None:
         from torch.export.graph_signature import InputKind
@@ -38,6 +42,8 @@ def input_names(module: Any, count: int, program: Any = None) -> list[str]:
             names = []
     if len(names) != count or len(set(names)) != count:
         names = [f"input_{i}" for i in range(count)]
+    if count == 1 and (names[0] in GENERIC_NAMES or re.fullmatch(r"input_\d+", names[0])):
+        return [SINGLE_INPUT]
     return [_identifier(n) for n in names]
 
 

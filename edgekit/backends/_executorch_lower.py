@@ -30,14 +30,19 @@ _OP_PATTERNS = (
 )
 
 
-def export_program(model: torch.nn.Module, examples: tuple[np.ndarray, ...]) -> torch.export.ExportedProgram:
-    """Run torch.export on `model` with batch-1 examples of its inputs; explain a failure in one line."""
+def export_program(
+    model: torch.nn.Module, examples: tuple[np.ndarray, ...], dynamic: Any = None
+) -> torch.export.ExportedProgram:
+    """Run torch.export on `model` with batch-1 examples of its inputs; explain a failure in one line.
+
+    `dynamic` is torch.export's `dynamic_shapes` for the inputs' dynamic axes (`base.export_dynamic_shapes`).
+    """
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in examples)
     try:
         with torch.no_grad():
-            program = torch.export.export(model, args)
+            program = torch.export.export(model, args, dynamic_shapes=dynamic)
     except Exception as exc:  # torch.export raises UserError, GuardOn..., TypeError, ...
         where = _user_frame(exc)
         raise ExportError(

@@ -58,6 +58,7 @@ def static_int8(
     examples: tuple[np.ndarray, ...],
     calibration: tuple[np.ndarray, ...],
     config: QuantizeConfig,
+    dynamic: Any = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize with PT2E and XNNPACKQuantizer, calibrating one sample at a time.
 
@@ -76,7 +77,7 @@ def static_int8(
         raise ExportError(
             "int8-static needs calibration samples and there are none", hint="give --data, or use scheme int8-dynamic"
         )
-    graph = export_program(copy.deepcopy(model), examples).module()
+    graph = export_program(copy.deepcopy(model), examples, dynamic).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
     try:
         prepared = prepare_pt2e(graph, quantizer)
@@ -101,7 +102,7 @@ def static_int8(
 
 
 def dynamic_int8(
-    model: torch.nn.Module, examples: tuple[np.ndarray, ...], config: QuantizeConfig
+    model: torch.nn.Module, examples: tuple[np.ndarray, ...], config: QuantizeConfig, dynamic: Any = None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Quantize Linear weights to int8 with activations quantized at run time.
 
@@ -122,7 +123,7 @@ def dynamic_int8(
             quantize_(
                 candidate, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
             )
-            program = export_program(candidate, examples)  # proves it exports before we commit to this path
+            program = export_program(candidate, examples, dynamic)  # proves it exports before we commit to this path
             return candidate, program.graph_module, {"path": _DYNAMIC_TORCHAO, "per_channel": True}
         except ExportError:
             raise
@@ -134,7 +135,7 @@ def dynamic_int8(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    graph = export_program(copy.deepcopy(model), examples).module()
+    graph = export_program(copy.deepcopy(model), examples, dynamic).module()
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True)
     )

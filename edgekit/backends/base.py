@@ -43,12 +43,34 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DynamicDim:
+    """One axis of an input whose size may vary between `min` and `max` (inclusive) at run time."""
+
+    axis: int
+    min: int
+    max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TensorSpec:
-    """One named input or output of an artifact, batch dimension included."""
+    """One named input or output of an artifact, batch dimension included; `shape` is the example's."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name as the app must feed or read it: "float32", "int64", "int32"
+    dynamic: tuple[DynamicDim, ...] = ()  # axes whose size may vary, with their range
+
+
+def export_dynamic_shapes(io: IoContract) -> tuple[dict[int, Any] | None, ...] | None:
+    """Return torch.export `dynamic_shapes` for the contract's inputs (None when every shape is static)."""
+    if not any(t.dynamic for t in io.inputs):
+        return None
+    from torch.export import Dim
+
+    return tuple(
+        {d.axis: Dim(f"{t.name}_{d.axis}", min=d.min, max=d.max) for d in t.dynamic} if t.dynamic else None
+        for t in io.inputs
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ from edgekit.backends.base import (
     IoContract,
     Problem,
     Runner,
+    export_dynamic_shapes,
     installed_versions,
     missing_modules,
     require_scheme,
@@ -112,7 +113,8 @@ class ExecuTorchBackend:
 
         require_scheme(quantize.scheme, self.schemes, self.name)
         examples = tuple(example_inputs[name] for name in io.input_names)
-        float_program = export_program(model, examples)
+        dynamic = export_dynamic_shapes(io)
+        float_program = export_program(model, examples, dynamic)
         census = q.op_census(float_program.graph_module)
         requested = quantize.scheme
         scheme, because = (
@@ -130,11 +132,11 @@ class ExecuTorchBackend:
         else:
             if scheme is Scheme.INT8_STATIC:
                 samples = tuple(calibration[name] for name in io.input_names)
-                quantized, graph, how = q.static_int8(model, examples, samples, quantize)
+                quantized, graph, how = q.static_int8(model, examples, samples, quantize, dynamic)
             else:
-                quantized, graph, how = q.dynamic_int8(model, examples, quantize)
+                quantized, graph, how = q.dynamic_int8(model, examples, quantize, dynamic)
             facts |= how | q.quantize_facts(q.op_census(graph), graph)
-            export_facts = lower_to_pte(export_program(quantized, examples), artifact)
+            export_facts = lower_to_pte(export_program(quantized, examples, dynamic), artifact)
             if facts["quantized_count"] == 0:
                 left = _fmt(facts["float_ops"]) if facts["float_ops"] else "the model has no conv, linear or matmul"
                 warnings.append(
@@ -185,9 +187,17 @@ def _sample_runner(method: Any, io: IoContract) -> Any:
         count = len(feeds[io.inputs[0].name])
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in io.output_names}
         for spec in io.inputs:
-            got = tuple(feeds[spec.name].shape[1:])
-            if got != tuple(spec.shape[1:]):
-                raise InputError(f"the .pte takes '{spec.name}' samples of shape {tuple(spec.shape[1:])}, got {got}")
+            got = feeds[spec.name].shape
+            ranges = {d.axis: (d.min, d.max) for d in spec.dynamic}
+            fits = len(got) == len(spec.shape) and all(
+                ranges[a][0] <= n <= ranges[a][1] if a in ranges else n == spec.shape[a]
+                for a, n in enumerate(got)
+                if a > 0
+            )
+            if not fits:
+                raise InputError(
+                    f"the .pte takes '{spec.name}' samples of shape {tuple(spec.shape[1:])}, got {got[1:]}"
+                )
         for i in range(count):
             args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name][i : i + 1], dtype=s.dtype)) for s in io.inputs]
             results = method.execute(args)

@@ -29,6 +29,7 @@ from edgekit.backends.base import (
     IoContract,
     Problem,
     Runner,
+    export_dynamic_shapes,
     installed_versions,
     missing_modules,
     require_scheme,
@@ -173,19 +174,25 @@ def export_onnx(model: Any, io: IoContract, example_inputs: Arrays, opset: int, 
             # One input and one output take their names at export; several are renamed afterwards, because
             # the exporter can give an output the name an inner value already has ("embedding").
             single = _single(io)
+            dynamic = {"dynamic_shapes": export_dynamic_shapes(io)} if dynamo else {"dynamic_axes": _dynamic_axes(io)}
             torch.onnx.export(
                 model, example, str(path), dynamo=dynamo, opset_version=opset, verbose=False,
-                external_data=False, optimize=True, input_names=io.input_names if single else None,
-                output_names=io.output_names if single else None,
+                external_data=False, optimize=True, input_names=io.input_names if single or not dynamo else None,
+                output_names=io.output_names if single or not dynamo else None, **dynamic,
             )  # fmt: skip
     except Exception as exc:
         raise ExportError(
             (f"torch.onnx.export failed: {first_line(exc)}"),
             hint=("run with --traceback; an unsupported op is named above"),
         ) from exc
-    if not _single(io):
+    if not _single(io) and dynamo:
         name_graph_io(path, io)
     return {"exporter": f"torch.onnx.export(dynamo={dynamo})", "opset": opset, "float_bytes": path.stat().st_size}
+
+
+def _dynamic_axes(io: IoContract) -> dict[str, dict[int, str]] | None:
+    axes = {t.name: {d.axis: f"{t.name}_{d.axis}" for d in t.dynamic} for t in io.inputs if t.dynamic}
+    return axes or None
 
 
 def _single(io: IoContract) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import IoContract, TensorSpec
+from edgekit.backends.base import DynamicDim, IoContract, TensorSpec
 from edgekit.data import RESERVED, Arrays, Dataset, check_shape, load_data, take
 from edgekit.errors import InputError, first_line
 from edgekit.modelio import load_model
@@ -37,11 +37,11 @@ class LoadStage:
         )
         examples = loaded.example_inputs or _examples_from_data(loaded.module, request.data)
         _check_examples(examples, recipe)
-        module, io, wrapped = _named_io(loaded.module, examples, recipe)
+        module, io, wrapped = _named_io(loaded.module, examples, recipe, loaded.dynamic)
         state_map = _check_state(recipe.io.state, io)
         data = load_data(request.data, recipe.data, recipe.preprocessing, _stateless(examples, state_map),
                          ordered=bool(state_map))  # fmt: skip
-        check_shape(data, _stateless(examples, state_map))
+        check_shape(data, _stateless(examples, state_map), {t.name: {d.axis for d in t.dynamic} for t in io.inputs})
         if data.is_synthetic:
             state = state.with_warning(
                 "no --data given: calibrated on synthetic inputs; accuracy is NOT checked (status 'skipped')"
@@ -104,7 +104,9 @@ def _check_examples(examples: Arrays, recipe: Recipe) -> None:
             )
 
 
-def _named_io(module: Any, examples: Arrays, recipe: Recipe) -> tuple[Any, IoContract, bool]:
+def _named_io(
+    module: Any, examples: Arrays, recipe: Recipe, exported: dict[str, dict[int, tuple[int, int]]]
+) -> tuple[Any, IoContract, bool]:
     """Run the model once to name its outputs; wrap it when they are nested or it takes constants."""
     import torch
 
@@ -120,13 +122,49 @@ def _named_io(module: Any, examples: Arrays, recipe: Recipe) -> tuple[Any, IoCon
         ) from exc
     outputs = flatten_outputs(out)
     wrapped = bool(constants) or not isinstance(out, torch.Tensor)
+    dynamic = dynamic_dims(recipe.io.dynamic, exported, examples)
     io = IoContract(
-        inputs=tuple(TensorSpec(name=n, shape=tuple(a.shape), dtype=str(a.dtype)) for n, a in examples.items()),
+        inputs=tuple(
+            TensorSpec(name=n, shape=tuple(a.shape), dtype=str(a.dtype), dynamic=dynamic.get(n, ()))
+            for n, a in examples.items()
+        ),
         outputs=tuple(
             TensorSpec(name=n, shape=tuple(t.shape), dtype=str(t.dtype).removeprefix("torch.")) for n, t in outputs
         ),
     )
     return (flat_module(module, constants) if wrapped else module), io, wrapped
+
+
+def dynamic_dims(
+    declared: dict[str, Any], exported: dict[str, dict[int, tuple[int, int]]], examples: Arrays
+) -> dict[str, tuple[DynamicDim, ...]]:
+    """Merge the .pt2's dynamic axes with the recipe's `io.dynamic` ("axis:min..max", the recipe wins)."""
+    found: dict[str, dict[int, tuple[int, int]]] = {n: dict(axes) for n, axes in exported.items()}
+    for name, text in declared.items():
+        if name not in examples:
+            raise InputError(f"io.dynamic names '{name}', which is not an input ({', '.join(examples)})")
+        for part in str(text).split(","):
+            try:
+                axis_text, _, bounds = part.partition(":")
+                low_text, _, high_text = bounds.partition("..")
+                found.setdefault(name, {})[int(axis_text)] = (int(low_text), int(high_text))
+            except ValueError:
+                raise InputError(
+                    f"io.dynamic.{name} = {text!r} is not 'axis:min..max'",
+                    hint="e.g. --set io.dynamic.input_ids=1:1..128",
+                ) from None
+    dims: dict[str, tuple[DynamicDim, ...]] = {}
+    for name, axes in found.items():
+        shape = tuple(int(n) for n in examples[name].shape)
+        for axis, (low, high) in axes.items():
+            if not 0 < axis < len(shape) or not 1 <= low <= shape[axis] <= high:
+                size = str(shape[axis]) if 0 <= axis < len(shape) else "?"
+                raise InputError(
+                    f"dynamic axis {axis} of '{name}' ({low}..{high}) must be a non-batch axis whose range holds the "
+                    f"example's size {size}"
+                )
+        dims[name] = tuple(DynamicDim(axis=a, min=lo, max=hi) for a, (lo, hi) in sorted(axes.items()))
+    return dims
 
 
 def _check_state(state: dict[str, Any], io: IoContract) -> dict[str, str]:

@@ -55,7 +55,11 @@ class VerifyStage:
         state = state.with_facts("accuracy", accuracy)
         if accuracy["status"] == "proxy":
             state = state.with_warning(f"accuracy status 'proxy': {runner.reason}")
-        state = state.with_facts("golden", write_golden(inputs, outputs, runner, ctx))
+        golden = write_golden(inputs, outputs, runner, ctx)
+        if not state_map and any(t.dynamic for t in io.inputs):
+            golden, note = add_resized_golden(golden, inputs, io, runner, ctx)
+            state = state.with_warning(note) if note else state
+        state = state.with_facts("golden", golden)
         if ctx.recipe.latency.enabled:
             state = _measure_latency(state, ctx, runner)
         return state
@@ -110,6 +114,35 @@ def write_golden(inputs: Arrays, outputs: Arrays, runner: Runner, ctx: BuildCont
     # Another CPU may round int8 kernels differently by a step; float kernels differ by reassociation.
     atol = (0.05 if quantized else 1e-3) * (scale if count else 1.0) + 1e-5
     return {"count": count, "atol": atol, "rtol": 0.0, "samples": samples, "produced_by": runner.mode}
+
+
+def add_resized_golden(
+    golden: dict[str, Any], inputs: Arrays, io: IoContract, runner: Runner, ctx: BuildContext
+) -> tuple[dict[str, Any], str]:
+    """Add a golden sample at a second size of every dynamic axis (the first sample, cut), so the self-test
+    checks that the artifact really takes the range it declares. Returns the golden facts and a warning."""
+    first = {name: np.ascontiguousarray(array[:1]) for name, array in inputs.items()}
+    cut = dict(first)
+    for spec in io.inputs:
+        for dim in spec.dynamic:
+            size = first[spec.name].shape[dim.axis]
+            smaller = max(dim.min, size // 2) if size // 2 != size else dim.min
+            cut[spec.name] = np.take(cut[spec.name], range(smaller), axis=dim.axis)
+    if all(cut[n].shape == first[n].shape for n in cut):
+        return golden, ""
+    try:
+        outputs = runner.run(cut)
+    except Exception as exc:
+        return golden, f"the artifact did not run at a second size of its dynamic axes ({first_line(exc)})"
+    index = len(golden["samples"])
+    folder = ctx.workdir / "golden" / str(index)
+    sample: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
+    for kind, arrays in (("inputs", cut), ("outputs", {n: np.asarray(outputs[n]) for n in io.output_names})):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            np.save(folder / kind / f"{name}.npy", array)
+            sample[kind][name] = f"golden/{index}/{kind}/{name}.npy"
+    return {**golden, "count": golden["count"] + 1, "samples": [*golden["samples"], sample]}, ""
 
 
 def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> BuildState:

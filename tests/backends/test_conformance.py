@@ -111,7 +111,7 @@ def test_builds_and_verifies_end_to_end_with_golden_outputs(name: str, tmp_path:
     model = tiny_cnn()
     path, data = tmp_path / "tiny.pt2", tmp_path / "data.npz"
     torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 8, 8),)), str(path))
-    inputs = np.random.default_rng(1).standard_normal((48, 1, 8, 8)).astype(np.float32)
+    inputs = np.random.default_rng(1).standard_normal((96, 1, 8, 8)).astype(np.float32)
     np.savez(data, inputs=inputs)
     overrides = ("latency.enabled=false",)
     target = tmp_path / "target.toml"

@@ -114,7 +114,13 @@ def test_a_stateful_cell_verifies_over_20_steps_closed_loop(
     cell: tuple[Path, Path], tmp_path: Path, target: str
 ) -> None:
     model, data = cell
-    overrides = (*FAST, 'io.state={output_1="h"}', "data.evaluation_size=20", "quantize.scheme=int8-static")
+    overrides = (
+        *FAST,
+        'io.state={output_1="h"}',
+        "data.evaluation_size=20",
+        "gate.min_evaluation_size=20",
+        "quantize.scheme=int8-static",
+    )
 
     result = edgekit.build(str(model), target=target, data=data, out_dir=tmp_path, overrides=overrides)
 
@@ -165,7 +171,7 @@ def test_factory_arguments_weights_prefix_and_constants(tmp_path: Path, cli: Cli
     exec(compile(FACTORY, "net", "exec"), namespace)  # noqa: S102 - our own test source
     net = namespace["Net"](classes=7)
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "dp.pt")  # as DataParallel saves
-    np.savez(tmp_path / "d.npz", inputs=np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", inputs=np.random.default_rng(0).standard_normal((80, 1, 8, 8)).astype(np.float32))
     data, out, weights = str(tmp_path / "d.npz"), str(tmp_path / "dist"), str(tmp_path / "dp.pt")
     base = ["build", f"{path}:build", "--target", "rpi", "--data", data, "--out", out, "--weights", weights,
             "--set", "latency.enabled=false"]  # fmt: skip
@@ -205,7 +211,7 @@ class Scripted(nn.Module):
 
 def test_torchscript_takes_its_shapes_from_the_data(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(Scripted().eval()), str(tmp_path / "scripted.ts"))
-    np.savez(tmp_path / "d.npz", inputs=np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", inputs=np.random.default_rng(0).standard_normal((80, 1, 8, 8)).astype(np.float32))
 
     result = edgekit.build(
         str(tmp_path / "scripted.ts"), target="rpi", data=tmp_path / "d.npz", out_dir=tmp_path / "dist", overrides=FAST
@@ -215,3 +221,79 @@ def test_torchscript_takes_its_shapes_from_the_data(tmp_path: Path) -> None:
         result.manifest.io.inputs[0].shape == (1, 1, 8, 8) and result.manifest.source_model["format"] == "torchscript"
     )
     assert result.manifest.accuracy.status == "passed"
+
+
+class Encoder(nn.Module):
+    """Token ids of any length up to 64 in, one vector out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding, self.head = nn.Embedding(100, 16), nn.Linear(16, 8)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(self.embedding(input_ids)).mean(dim=1))
+
+
+@pytest.fixture(scope="module")
+def dynamic_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("dynamic")
+    ids = np.random.default_rng(0).integers(0, 100, (80, 24)).astype(np.int64)
+    seq = torch.export.Dim("seq", min=2, max=64)
+    program = torch.export.export(Encoder().eval(), (torch.from_numpy(ids[:1]),), dynamic_shapes=({1: seq},))
+    torch.export.save(program, str(folder / "encoder.pt2"))
+    np.savez(folder / "tokens.npz", input_ids=ids)
+    return folder / "encoder.pt2", folder / "tokens.npz"
+
+
+@pytest.mark.parametrize("target", ["rpi", pytest.param("android", marks=pytest.mark.slow)])
+def test_a_dynamic_sequence_length_works_at_two_lengths(
+    dynamic_encoder: tuple[Path, Path], tmp_path: Path, target: str
+) -> None:
+    model, data = dynamic_encoder
+
+    result = edgekit.build(str(model), target=target, data=data, out_dir=tmp_path, overrides=FAST)
+
+    manifest = assert_valid_manifest(result.path)
+    assert manifest["io"]["inputs"] == [
+        {"name": "input_ids", "shape": [1, 24], "dtype": "int64", "dynamic": [{"axis": 1, "min": 2, "max": 64}]}
+    ]
+    lengths = {np.load(result.path / s["inputs"]["input_ids"]).shape[1] for s in manifest["golden"]["samples"]}
+    assert lengths == {24, 12}  # the self-test runs at two lengths
+    assert edgekit.verify(result.path).golden.within_tolerance
+    assert manifest["accuracy"]["status"] == "passed"
+
+
+@pytest.mark.slow
+def test_the_ios_package_declares_the_range(dynamic_encoder: tuple[Path, Path], tmp_path: Path) -> None:
+    import coremltools as ct
+
+    model, data = dynamic_encoder
+    result = edgekit.build(str(model), target="ios", data=data, out_dir=tmp_path, overrides=FAST)
+
+    spec = ct.models.MLModel(str(result.path / "model.mlpackage"), skip_model_load=True).get_spec()
+    ranges = spec.description.input[0].type.multiArrayType.shapeRange.sizeRanges
+    assert (ranges[1].lowerBound, ranges[1].upperBound) == (2, 64)
+
+
+def test_the_recipe_can_declare_a_dynamic_axis_for_a_factory(tmp_path: Path) -> None:
+    source = tmp_path / "enc.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Enc(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.e, self.h = nn.Embedding(50, 8), nn.Linear(8, 4)\n\n"
+        "    def forward(self, input_ids):\n        return self.h(self.e(input_ids).mean(dim=1))\n\n"
+        "def build():\n    torch.manual_seed(0)\n    return Enc().eval()\n"
+    )
+    np.savez(tmp_path / "d.npz", input_ids=np.random.default_rng(0).integers(0, 50, (100, 16)).astype(np.int64))
+
+    result = edgekit.build(f"{source}:build", target="rpi", data=tmp_path / "d.npz", out_dir=tmp_path / "dist",
+                           overrides=(*FAST, 'io.dynamic={input_ids="1:4..32"}'))  # fmt: skip
+
+    assert result.manifest.io.inputs[0].dynamic[0].max == 32 and result.manifest.golden.count == 5
+    import onnxruntime as ort
+
+    dims = ort.InferenceSession(str(result.path / "model.onnx")).get_inputs()[0].shape
+    assert isinstance(dims[1], str)  # a symbolic length in the .onnx

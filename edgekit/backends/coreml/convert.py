@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Arrays, IoContract
+from edgekit.backends.base import Arrays, IoContract, TensorSpec, export_dynamic_shapes
 from edgekit.backends.coreml.exported import ConversionFailed, convert_exported
 from edgekit.errors import ExportError, first_line
 
@@ -34,7 +34,7 @@ def convert(
     import torch
 
     # Core ML has no int64 tensors: token ids enter as int32 (the manifest says so).
-    inputs = [ct.TensorType(name=t.name, shape=t.shape, dtype=np.dtype(coreml_dtype(t.dtype))) for t in io.inputs]
+    inputs = [ct.TensorType(name=t.name, shape=_shape(t), dtype=np.dtype(coreml_dtype(t.dtype))) for t in io.inputs]
     kwargs = dict(
         inputs=inputs,
         outputs=[ct.TensorType(name=name) for name in io.output_names],
@@ -46,7 +46,8 @@ def convert(
     )
     sample = tuple(torch.from_numpy(np.ascontiguousarray(examples[name])) for name in io.input_names)
     try:  # rewrites what coremltools lacks, retries from core ATen (exported.py)
-        mlmodel, rewrites = convert_exported(model, sample, kwargs, prepare=_spell_out_max_pool_stride)
+        dynamic = export_dynamic_shapes(io)
+        mlmodel, rewrites = convert_exported(model, sample, kwargs, prepare=_spell_out_max_pool_stride, dynamic=dynamic)
         return mlmodel, "torch.export", rewrites
     except ConversionFailed as failed:  # retried through TorchScript below; its error names the first op that failed
         first = failed.error
@@ -56,6 +57,20 @@ def convert(
         return ct.convert(traced, **kwargs), "torch.jit.trace", []
     except Exception as exc:
         raise ExportError(f"{first.message}; torch.jit.trace failed too: {first_line(exc)}", hint=first.hint) from exc
+
+
+def _shape(spec: TensorSpec) -> Any:
+    """The input shape Core ML declares: a RangeDim (with the example's size as default) on each dynamic axis."""
+    import coremltools as ct
+
+    if not spec.dynamic:
+        return spec.shape
+    ranges = {d.axis: d for d in spec.dynamic}
+    dims = [
+        ct.RangeDim(lower_bound=ranges[a].min, upper_bound=ranges[a].max, default=n) if a in ranges else n
+        for a, n in enumerate(spec.shape)
+    ]
+    return ct.Shape(shape=dims)
 
 
 def _spell_out_max_pool_stride(program: Any) -> None:

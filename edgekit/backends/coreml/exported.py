@@ -42,7 +42,7 @@ class ConversionFailed(Exception):  # noqa: N818 - a result the caller handles (
 
 
 def convert_exported(
-    model: Any, sample: tuple[Any, ...], options: dict[str, Any], prepare: Callable[[Any], None]
+    model: Any, sample: tuple[Any, ...], options: dict[str, Any], prepare: Callable[[Any], None], dynamic: Any = None
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Return (ML program, rewrites applied) for `model`, or raise ConversionFailed naming the first failure.
 
@@ -55,7 +55,7 @@ def convert_exported(
     from edgekit import rewrites
 
     try:
-        exported = torch.export.export(model, sample)
+        exported = torch.export.export(model, sample, dynamic_shapes=dynamic)
     except Exception as exc:  # UserError, GuardOn..., TypeError, ...
         raise ConversionFailed(ExportError(f"torch.export cannot trace the model: {first_line(exc)}")) from exc
     first: ExportError | None = None

@@ -138,6 +138,7 @@ def _cast(a: dict[str, Any], op: Any) -> torch.Tensor:
         "fp16": torch.float32,
         "int32": torch.int32,
         "int16": torch.int16,
+        "uint16": torch.int32,  # shape arithmetic of dynamic axes; torch's uint16 supports few ops, int32 holds it
         "int8": torch.int8,
         "uint8": torch.uint8,
         "bool": torch.bool,
