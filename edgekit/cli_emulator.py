@@ -21,7 +21,7 @@ def emulator() -> None:
 
     Setup needs root and the apt packages qemu-user-static, binfmt-support, debootstrap and
     g++-aarch64-linux-gnu; it caches a Debian bookworm arm64 userland with ONNX Runtime and an
-    ExecuTorch runner under $XDG_CACHE_HOME/edgekit/aarch64 (~1 GB).
+    ExecuTorch runner under $XDG_CACHE_HOME/edgekit/aarch64 (~0.6 GB).
     """
 
 

@@ -2,7 +2,9 @@
 // C++ runtime and compare with the golden outputs: |actual - expected| <= atol + rtol * |expected|.
 //
 // Usage: golden_check <artifact-dir> [--atol A] [--rtol R]
-//   <artifact-dir> holds model.pte and golden/input_<i>.npy, golden/output_<i>.npy (i = 0, 1, ...).
+//   <artifact-dir> holds model.pte and golden/<i>/inputs/<name>.npy, golden/<i>/outputs/<name>.npy
+//   (i = 0, 1, ...) with the names in order in golden/inputs.txt and golden/outputs.txt; the older
+//   layout golden/input_<i>.npy, golden/output_<i>.npy (one input, one output) is read too.
 //   Pass the tolerance recorded in the artifact's manifest.json ("golden": {"atol", "rtol"}).
 // Exit status: 0 every output matched, 1 a mismatch, 2 usage or loading error.
 #include <executorch/extension/module/module.h>
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -44,6 +47,11 @@ bool matches(const executorch::aten::Tensor& actual, const npy::Array& expected,
       std::memcpy(&w, expected.data.data() + 8 * i, 8);
       want = static_cast<double>(w);
       got = static_cast<double>(actual.const_data_ptr<int64_t>()[i]);
+    } else if (expected.descr == "<i4") {
+      int32_t w;
+      std::memcpy(&w, expected.data.data() + 4 * i, 4);
+      want = static_cast<double>(w);
+      got = static_cast<double>(actual.const_data_ptr<int32_t>()[i]);
     } else {
       float w;
       std::memcpy(&w, expected.data.data() + 4 * i, 4);
@@ -56,6 +64,42 @@ bool matches(const executorch::aten::Tensor& actual, const npy::Array& expected,
   }
   std::printf("sample %d: max abs error %.3g, %zu of %zu elements outside tolerance\n", index, worst, bad, expected.count());
   return bad == 0;
+}
+
+// One golden sample: its input files in the program's input order, its output files in output order.
+struct Sample {
+  std::vector<fs::path> inputs, outputs;
+};
+
+std::vector<std::string> read_names(const fs::path& path) {
+  std::vector<std::string> names;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) names.push_back(line);
+  return names;
+}
+
+std::vector<Sample> find_samples(const fs::path& golden) {
+  std::vector<Sample> samples;
+  const auto inputs = read_names(golden / "inputs.txt"), outputs = read_names(golden / "outputs.txt");
+  for (int i = 0;; ++i) {
+    Sample sample;
+    const fs::path folder = golden / std::to_string(i);
+    if (!inputs.empty() && fs::is_directory(folder)) {
+      for (const auto& name : inputs) sample.inputs.push_back(folder / "inputs" / (name + ".npy"));
+      for (const auto& name : outputs) sample.outputs.push_back(folder / "outputs" / (name + ".npy"));
+    } else if (inputs.empty() && fs::exists(golden / ("input_" + std::to_string(i) + ".npy"))) {
+      sample.inputs.push_back(golden / ("input_" + std::to_string(i) + ".npy"));
+      sample.outputs.push_back(golden / ("output_" + std::to_string(i) + ".npy"));
+    } else {
+      return samples;
+    }
+    samples.push_back(sample);
+  }
+}
+
+ScalarType scalar_type(const std::string& descr) {
+  return descr == "<i8" ? ScalarType::Long : descr == "<i4" ? ScalarType::Int : ScalarType::Float;
 }
 
 }  // namespace
@@ -79,39 +123,44 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto meta = module.method_meta("forward");
-  auto input_meta = meta.ok() ? meta->input_tensor_meta(0) : executorch::runtime::Result<executorch::runtime::TensorInfo>(executorch::runtime::Error::InvalidProgram);
-  if (!input_meta.ok()) {
-    std::fprintf(stderr, "model.pte has no tensor input for forward\n");
+  if (!meta.ok()) {
+    std::fprintf(stderr, "model.pte has no forward method\n");
     return 2;
   }
-  const size_t model_rank = input_meta->sizes().size();
 
   int checked = 0, failed = 0;
-  for (int i = 0;; ++i) {
-    fs::path input_path = dir / "golden" / ("input_" + std::to_string(i) + ".npy");
-    fs::path output_path = dir / "golden" / ("output_" + std::to_string(i) + ".npy");
-    if (!fs::exists(input_path)) break;
+  for (const Sample& sample : find_samples(dir / "golden")) {
+    const int i = checked++;
     try {
-      npy::Array input = npy::load(input_path.string());
-      npy::Array expected = npy::load(output_path.string());
-      std::vector<executorch::aten::SizesType> sizes(input.shape.begin(), input.shape.end());
-      if (sizes.size() + 1 == model_rank) sizes.insert(sizes.begin(), 1);  // a sample saved without its batch axis
-      auto tensor = from_blob(input.data.data(), sizes, input.descr == "<i8" ? ScalarType::Long : ScalarType::Float);
-      auto result = module.forward(tensor);
+      std::vector<npy::Array> inputs;
+      std::vector<executorch::extension::TensorPtr> tensors;
+      std::vector<executorch::runtime::EValue> args;
+      for (size_t k = 0; k < sample.inputs.size(); ++k) inputs.push_back(npy::load(sample.inputs[k].string()));
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        auto info = meta->input_tensor_meta(k);
+        if (!info.ok()) throw std::runtime_error("model.pte has no tensor input " + std::to_string(k));
+        std::vector<executorch::aten::SizesType> sizes(inputs[k].shape.begin(), inputs[k].shape.end());
+        if (sizes.size() + 1 == info->sizes().size()) sizes.insert(sizes.begin(), 1);  // saved without its batch axis
+        tensors.push_back(from_blob(inputs[k].data.data(), sizes, scalar_type(inputs[k].descr)));
+        args.emplace_back(*tensors.back());
+      }
+      auto result = module.forward(args);
       if (!result.ok()) {
         std::printf("sample %d: forward failed with error 0x%x\n", i, static_cast<unsigned>(result.error()));
         ++failed;
-      } else if (!matches((*result)[0].toTensor(), expected, atol, rtol, i)) {
-        ++failed;
+        continue;
       }
+      bool all = result->size() >= sample.outputs.size();
+      for (size_t k = 0; all && k < sample.outputs.size(); ++k)
+        all = matches((*result)[k].toTensor(), npy::load(sample.outputs[k].string()), atol, rtol, i);
+      if (!all) ++failed;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "sample %d: %s\n", i, e.what());
       return 2;
     }
-    ++checked;
   }
   if (checked == 0) {
-    std::fprintf(stderr, "no golden/input_0.npy in %s\n", dir.c_str());
+    std::fprintf(stderr, "no golden samples (golden/0/ or golden/input_0.npy) in %s\n", dir.c_str());
     return 2;
   }
   std::printf("%d of %d golden samples matched (atol %g, rtol %g)\n", checked - failed, checked, atol, rtol);

@@ -1,5 +1,6 @@
-// Minimal reader for the .npy files edgekit writes into golden/: format version 1.0, little endian,
-// C order, dtype float32 ('<f4') or int64 ('<i8'). Anything else is rejected with a message.
+// Minimal reader and writer for the .npy files edgekit exchanges with native runners: format version
+// 1.0, little endian, C order, dtype float32 ('<f4'), int64 ('<i8') or int32 ('<i4'). Anything else
+// is rejected with a message.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,7 @@
 namespace npy {
 
 struct Array {
-  std::string descr;               // "<f4" or "<i8"
+  std::string descr;               // "<f4", "<i8" or "<i4"
   std::vector<int64_t> shape;      // empty for a scalar
   std::vector<unsigned char> data; // raw little-endian element bytes
 
@@ -50,8 +51,8 @@ inline Array load(const std::string& path) {
 
   Array array;
   array.descr = field(header, "descr");
-  if (array.descr != "<f4" && array.descr != "<i8")
-    throw std::runtime_error(path + ": dtype " + array.descr + " is not float32 or int64");
+  if (array.descr != "<f4" && array.descr != "<i8" && array.descr != "<i4")
+    throw std::runtime_error(path + ": dtype " + array.descr + " is not float32, int64 or int32");
   if (field(header, "fortran_order") != "False") throw std::runtime_error(path + ": Fortran order is not supported");
   std::string shape = field(header, "shape");
   for (size_t i = 1; i < shape.size();) {
@@ -64,6 +65,30 @@ inline Array load(const std::string& path) {
   in.read(reinterpret_cast<char*>(array.data.data()), static_cast<std::streamsize>(array.data.size()));
   if (!in) throw std::runtime_error(path + " is truncated");
   return array;
+}
+
+// Write `count(shape)` elements of `descr` ("<f4", "<i8" or "<i4") from `data` as an .npy file.
+inline void save(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape, const void* data) {
+  std::string dims;
+  size_t count = 1;
+  for (int64_t d : shape) {
+    dims += std::to_string(d) + ",";
+    count *= static_cast<size_t>(d);
+  }
+  if (shape.size() > 1) dims.pop_back();  // (3,) keeps its comma, (1, 10) does not need one
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  // Pad with spaces so that magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+  header.append(63 - (10 + header.size()) % 64, ' ');
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  if (!out) throw std::runtime_error("cannot write " + path);
+  out.write("\x93NUMPY\x01\x00", 8);
+  const unsigned char len[2] = {static_cast<unsigned char>(header.size() & 0xff),
+                                static_cast<unsigned char>(header.size() >> 8)};
+  out.write(reinterpret_cast<const char*>(len), 2);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(count * (descr == "<i8" ? 8 : 4)));
+  if (!out) throw std::runtime_error("cannot write " + path);
 }
 
 }  // namespace npy
