@@ -106,7 +106,22 @@ def split(case: Case, target: str, extra: tuple[str, ...] = ()) -> Any:
     from edgekit.data import load_data
 
     recipe = resolve(target, None, (*case.overrides, *extra)).recipe
-    return load_data(case.data, recipe.data, recipe.preprocessing, example_input(case))
+    data = load_data(case.data, recipe.data, recipe.preprocessing, {"input": example_input(case)})
+    # Every benchmark model takes one input: hand the reference flows plain arrays.
+    return Split(
+        calibration=data.calibration["input"],
+        evaluation=data.evaluation["input"],
+        evaluation_labels=data.evaluation_labels,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The calibration and evaluation samples of a one-input model, as edgekit splits them."""
+
+    calibration: np.ndarray
+    evaluation: np.ndarray
+    evaluation_labels: np.ndarray | None
 
 
 def float_outputs(case: Case, inputs: np.ndarray) -> np.ndarray:

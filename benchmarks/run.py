@@ -33,7 +33,7 @@ from benchmarks.models import ALL_MODELS, ROOT, Case, float_outputs, prepare, sp
 from benchmarks.reference_flows import BY_TARGET  # noqa: E402
 
 if TYPE_CHECKING:
-    from edgekit.data import Dataset
+    from benchmarks.models import Split
 
 GOALS = {"latency": 1.05, "size": 1.0, "build": 1.5}  # edgekit/reference at most; accuracy: at least the reference's
 
@@ -107,7 +107,7 @@ def compare(case: Case, target: str, folder: Path, runs: int, results: dict, *, 
             )
 
 
-def measure_all(artifacts: dict[str, Path], case: Case, data: Dataset, runs: int, target: str) -> dict[str, Any]:
+def measure_all(artifacts: dict[str, Path], case: Case, data: Split, runs: int, target: str) -> dict[str, Any]:
     """Size for every artifact; quality and interleaved latency for those a host runtime can run."""
     figures: dict[str, Any] = {flow: {"size_bytes": measure.size_bytes(path)} for flow, path in artifacts.items()}
     if target == "ios":  # no Core ML runtime on Linux: size (and build) only
