@@ -6,7 +6,19 @@ inside a build, for the target that needs them.
 
 from __future__ import annotations
 
-from edgekit.api import BuildResult, build, inspect, list_recipes, list_targets, resolve, verify
+from edgekit.api import (
+    BuildResult,
+    build,
+    bundle,
+    doctor,
+    inspect,
+    list_recipes,
+    list_targets,
+    open_artifact,
+    resolve,
+    run,
+    verify,
+)
 from edgekit.errors import EdgekitError, ExitStatus, InternalError
 from edgekit.recipe import Recipe, Scheme, build_recipe, read_recipe_file
 from edgekit.targets import TargetSpec, load_target
@@ -24,12 +36,16 @@ __all__ = [
     "__version__",
     "build",
     "build_recipe",
+    "bundle",
+    "doctor",
     "inspect",
     "list_recipes",
     "list_targets",
     "load_target",
+    "open_artifact",
     "read_recipe_file",
     "resolve",
+    "run",
     "verify",
 ]
 

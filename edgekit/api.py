@@ -1,4 +1,4 @@
-"""What the CLI and Python pipelines call: resolve, build, verify and inspect artifacts; list targets, recipes."""
+"""What the CLI and Python pipelines call: resolve, build, verify, inspect, run and bundle artifacts; doctor."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from edgekit.recipe import PruneMethod, Recipe, build_recipe, parse_overrides, p
 from edgekit.targets import TargetSpec, load_target
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    from edgekit.artifacts import OpenArtifact
+    from edgekit.environment import Diagnosis
     from edgekit.manifest import Manifest
     from edgekit.verification import VerifyResult
 
@@ -172,6 +178,8 @@ def build(
         aside = None if kept_failed else set_aside(artifact_dir(ctx))
         if aside is not None and isinstance(exc, EdgekitError):
             exc.message += f"; the previous artifact of this name was moved to {aside}"
+        if kept_failed and isinstance(exc, EdgekitError) and (artifact_dir(ctx) / "manifest.json").is_file():
+            exc.artifact = artifact_dir(ctx)  # so that callers can read what it measured
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -215,6 +223,44 @@ def verify(
     from edgekit.verify_remote import verify_on
 
     return verify_on(folder, get_executor(on or "host", cpu=cpu), data=data_path, model=model)
+
+
+def open_artifact(artifact: str | Path) -> OpenArtifact:
+    """Check an artifact's files against its manifest and open it in its runtime, ready to `.run()` many times.
+
+    Raises InputError (exit 5) when a file changed, MissingDependencyError (exit 4) when nothing here
+    can run it. `.warnings` says when the installed runtime differs from the one that built it.
+    """
+    from edgekit.artifacts import open_artifact as open_folder
+
+    return open_folder(Path(artifact))
+
+
+def run(artifact: str | Path, inputs: Mapping[str, np.ndarray] | str | Path) -> dict[str, np.ndarray]:
+    """Run an artifact in its runtime (or the labelled Core ML proxy) on named inputs; return named outputs.
+
+    `inputs` holds one array per input name (or `inputs` for a one-input model), samples along the
+    first axis, or is an .npz file of them; a missing, extra or mis-shaped array raises InputError.
+    """
+    return open_artifact(artifact).run(inputs)
+
+
+def bundle(artifact: str | Path, out: str | Path | None = None) -> Path:
+    """Pack an artifact folder into a deterministic .tar.gz (default `<folder>.tar.gz`) and return its path.
+
+    The files are checked against the manifest first (InputError names a changed one). See
+    `edgekit.tarball` for what makes the bytes reproducible.
+    """
+    from edgekit.tarball import bundle_artifact
+
+    return bundle_artifact(Path(artifact), Path(out) if out is not None else None)
+
+
+def doctor() -> Diagnosis:
+    """Return the installed packages against the tested set and what each bundled target lacks (no heavy import)."""
+    from edgekit.environment import diagnose
+
+    return diagnose()
 
 
 def list_targets() -> list[TargetSpec]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback as tb
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,11 @@ import click
 
 from edgekit import api
 from edgekit.cli_emulator import emulator
-from edgekit.errors import EdgekitError, ExitStatus, first_line
+from edgekit.commands.bundle import bundle
+from edgekit.commands.doctor import doctor
+from edgekit.commands.output import Console, JsonCommand, call, envelope
+from edgekit.commands.run import run
+from edgekit.errors import EdgekitError, ExitStatus
 from edgekit.executors import EMULATED_CPUS
 from edgekit.pipeline import Reporter
 
@@ -27,26 +31,27 @@ EXIT_STATUSES = "\b\n" + "\n".join(f"  {s.value:>3}  {s.name.lower().replace('_'
 
 
 class ConsoleReporter(Reporter):
-    """Prints one line per stage (with its time) and warnings to stderr."""
+    """Prints one line per stage (with its time) and warnings to the console's stderr."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
+        self.console = console or Console()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         if not self.quiet:
-            click.echo(f"  {name} ...", err=True)
+            self.console.say(f"  {name} ...")
         yield
         if not self.quiet:
-            click.echo(f"  {name} done in {time.perf_counter() - started:.1f} s", err=True)
+            self.console.say(f"  {name} done in {time.perf_counter() - started:.1f} s")
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            click.echo(f"    {message}", err=True)
+            self.console.say(f"    {message}")
 
     def warn(self, message: str) -> None:
-        click.secho(f"warning: {message}", fg="yellow", err=True)
+        self.console.say(f"warning: {message}", fg="yellow")
 
 
 def _parse_shape(_ctx: Any, _param: Any, value: str | None) -> tuple[int, ...]:
@@ -72,24 +77,7 @@ def _parse_json_table(_ctx: Any, _param: Any, value: str | None) -> dict[str, An
 
 def _run(traceback: bool, action: Callable[[], Any]) -> Any:
     """Run `action`; turn edgekit errors into one line on stderr and a documented exit status."""
-    try:
-        return action()
-    except EdgekitError as exc:
-        if traceback:  # the chain, then the same documented exit status
-            click.echo(tb.format_exc(), err=True)
-        click.secho(f"error: {exc.message}", fg="red", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(exc.status)
-    except KeyboardInterrupt:
-        click.echo("interrupted; no artifact written", err=True)
-        sys.exit(ExitStatus.INTERRUPTED)
-    except Exception as exc:  # a bug: one line unless asked for the chain
-        if traceback:
-            click.echo(tb.format_exc(), err=True)
-        click.secho(f"internal error: {first_line(exc)}", fg="red", err=True)
-        click.echo("this is a bug in edgekit; re-run with --traceback and report it", err=True)
-        sys.exit(ExitStatus.INTERNAL)
+    return call(action, Console(), traceback=traceback)
 
 
 @click.group(epilog=f"Exit statuses:\n\n{EXIT_STATUSES}", context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +86,7 @@ def main() -> None:
     """Prune, quantize, export and verify PyTorch models for phones, Macs and boards."""
 
 
-@main.command(epilog=f"Exit statuses:\n\n{EXIT_STATUSES}")
+@main.command(cls=JsonCommand, epilog=f"Exit statuses:\n\n{EXIT_STATUSES}")
 @click.argument("model")
 @click.option("--target", "-t", required=True, help="a bundled target (see `edgekit targets`) or a target .toml file")
 @click.option("--recipe", "-r", help="bundled recipe name or a recipe .toml (default: the target's)")
@@ -136,32 +124,52 @@ def main() -> None:
     is_flag=True,
     help="keep an artifact that misses its accuracy gate, marked failed (exit status stays 7)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary on stdout")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout, on every exit")
+@click.option("--verbose", "-v", is_flag=True, help="show what converters and runtimes print, live (else: a log)")
 @click.option("--traceback", is_flag=True, help="show the full error chain")
-def build(model: str, as_json: bool, traceback: bool, **options: Any) -> None:
+def build(model: str, as_json: bool, verbose: bool, traceback: bool, **options: Any) -> None:
     """Build a verified artifact of MODEL for one target.
 
     MODEL is a .pt2 (torch.export.save), a TorchScript file, MODULE:FACTORY or file.py:factory, or a
-    pickled module with --allow-pickle.
+    pickled module with --allow-pickle. What converters and runtimes print goes to a log file
+    (~/.cache/edgekit/logs/NAME-TARGET.log, named on failure) unless --verbose.
     """
-    reporter = ConsoleReporter(quiet=as_json)
-    if not as_json:
-        click.echo(f"edgekit: building {model} for {options['target']}", err=True)
-    try:
-        # Converters print progress on stdout; keep stdout for the summary (and clean --json).
-        with redirect_stdout(sys.stderr):
-            result = _run(traceback, lambda: api.build(model, reporter=reporter, **options))
-    except SystemExit as stop:
+    from edgekit.commands.session import build_log, sigterm_interrupts, terminal_streams
+
+    log = None if verbose else build_log(model, options["name"], options["target"])
+    with terminal_streams(log) as terminal:
+        console = Console(as_json=as_json, out=terminal[0], err=terminal[1], log=log)
+        reporter = ConsoleReporter(quiet=as_json, console=console)
+        if not as_json:
+            console.say(f"edgekit: building {model} for {options['target']}")
+        # Converters print progress on stdout; keep stdout for the summary (and clean --json). SIGTERM (timeout,
+        # CI cancellation) takes the Ctrl-C path: the work and .partial folders are removed, exit 130.
+        with redirect_stdout(sys.stderr), sigterm_interrupts():
+            result = call(partial(api.build, model, reporter=reporter, **options), console, traceback=traceback,
+                          details=_kept_artifact)  # fmt: skip
+        for warning in result.manifest.warnings:
+            reporter.warn(warning)
+        summary = summarize(result.manifest, result.path)
         if as_json:
-            click.echo(json.dumps({"ok": False, "exit_status": stop.code}))
-        raise
-    for warning in result.manifest.warnings:
-        reporter.warn(warning)
-    summary = summarize(result.manifest, result.path)
-    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+            console.emit(envelope(0, artifact_dir=result.path, log=None if log is None else str(log), **summary))
+        else:
+            console.result(render_summary(summary))
 
 
-@main.command()
+def _kept_artifact(exc: EdgekitError) -> dict[str, Any]:
+    """Return the JSON fields of a failed build: the artifact it kept (--allow-accuracy-failure), metrics, gate."""
+    if exc.artifact is None:
+        return {}
+    from edgekit.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(exc.artifact)
+    except EdgekitError:
+        return {"artifact_dir": exc.artifact}
+    return {"artifact_dir": exc.artifact, **summarize(manifest, exc.artifact)}
+
+
+@main.command(cls=JsonCommand)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--traceback", is_flag=True)
@@ -170,27 +178,39 @@ def inspect(artifact: Path, as_json: bool, traceback: bool) -> None:
 
     Exits 5 when a file differs from the manifest and 7 when the artifact failed its accuracy gate.
     """
-    manifest, file_problems = _run(traceback, lambda: api.inspect(artifact))
+    console = Console(as_json=as_json)
+    where = {"artifact_dir": artifact}
+    manifest, file_problems = call(lambda: api.inspect(artifact), console, traceback=traceback, details=lambda _: where)
     summary = {**summarize(manifest, artifact), "file_problems": file_problems}
-    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+    status, message, color = ExitStatus.OK, None, "red"
     if file_problems:
-        click.secho("files differ from the manifest: " + "; ".join(file_problems), fg="red", err=True)
-        sys.exit(ExitStatus.BAD_INPUT)
-    if manifest.gate_failed:
-        click.secho(f"this artifact FAILED its accuracy gate: {_gate_line(summary['gate'])}", fg="red", err=True)
-        sys.exit(ExitStatus.ACCURACY_FAILED)
-    if manifest.inconclusive:
-        click.secho(f"this artifact's accuracy is inconclusive: {manifest.accuracy.reason}", fg="yellow", err=True)
-        sys.exit(ExitStatus.INCONCLUSIVE)
+        status, message = ExitStatus.BAD_INPUT, "files differ from the manifest: " + "; ".join(file_problems)
+    elif manifest.gate_failed:
+        status, message = (
+            ExitStatus.ACCURACY_FAILED,
+            f"this artifact FAILED its accuracy gate: {_gate_line(summary['gate'])}",
+        )
+    elif manifest.inconclusive:
+        status, color = ExitStatus.INCONCLUSIVE, "yellow"
+        message = f"this artifact's accuracy is inconclusive: {manifest.accuracy.reason}"
+    if as_json:
+        console.emit(envelope(status, artifact_dir=artifact, message=message, **summary))
+    else:
+        console.result(render_summary(summary))
+    if message:
+        console.say(message, fg=color)
+    if status:
+        sys.exit(status)
 
 
-@main.command()
+@main.command(cls=JsonCommand)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="re-measure the artifact on this data")
 @click.option("--model", help="the source model, when it is no longer where the manifest says")
 @click.option("--on", help="also run it on the target's CPU: aarch64 (emulated here) or ssh://user@host[:port]")
 @click.option("--cpu", type=click.Choice(EMULATED_CPUS), help="the emulated CPU for --on aarch64 [default: cortex-a72]")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--verbose", "-v", is_flag=True, help="show what runtimes print, live (else: a log)")
 @click.option("--traceback", is_flag=True)
 def verify(
     artifact: Path,
@@ -199,6 +219,7 @@ def verify(
     on: str | None,
     cpu: str | None,
     as_json: bool,
+    verbose: bool,
     traceback: bool,
 ) -> None:
     """Check an artifact: files against the manifest, golden self-test in its runtime, recorded gate.
@@ -206,16 +227,25 @@ def verify(
     With --data, measure it again against float outputs re-computed from the source model. Exits 0
     only when every check that ran held; 7 when the golden outputs differ or a gate failed.
     """
-    with redirect_stdout(sys.stderr):
-        found = _run(traceback, lambda: api.verify(artifact, data=data, model=model, on=on, cpu=cpu))
-    if as_json:
-        click.echo(json.dumps(_plain(found), indent=2, default=str))
-    else:
-        click.echo(render_verify(found))
-    for warning in found.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
-    if found.exit_status:
-        sys.exit(found.exit_status)
+    from edgekit.commands.session import log_path, terminal_streams
+
+    log = None if verbose else log_path(f"verify-{artifact.resolve().name}")
+    with terminal_streams(log) as (out, err):
+        console = Console(as_json=as_json, out=out, err=err, log=log)
+        where = {"artifact_dir": artifact}
+        with redirect_stdout(sys.stderr):
+            action = partial(api.verify, artifact, data=data, model=model, on=on, cpu=cpu)
+            found = call(action, console, traceback=traceback, details=lambda _: where)
+        status = found.exit_status
+        if as_json:
+            message = ("; ".join(found.problems) or f"accuracy {found.status}") if status else None
+            console.emit(envelope(status, artifact_dir=artifact, message=message, **_plain(found)))
+        else:
+            console.result(render_verify(found))
+        for warning in found.warnings:
+            console.say(f"warning: {warning}", fg="yellow")
+    if status:
+        sys.exit(status)
 
 
 @main.command()
@@ -319,6 +349,9 @@ def _plain(value: Any) -> Any:
 
 
 main.add_command(emulator)
+main.add_command(run)
+main.add_command(bundle)
+main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ExitStatus(enum.IntEnum):
@@ -24,6 +28,7 @@ class EdgekitError(Exception):
     """A problem the user can fix: a one-line message, a hint, and an exit status."""
 
     status: ExitStatus = ExitStatus.INTERNAL
+    artifact: Path | None = None  # the artifact folder a failed build kept (--allow-accuracy-failure)
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -9,21 +9,18 @@ unless its range allows inf. `build_recipe` gathers every problem of the merged 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import math
-import operator
 import tomllib
-import types
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import tomli_w
 
+from edgekit.config import Range, check_ranges, parse_table, ranged, recipe_to_table
 from edgekit.errors import ConfigError, InternalError, did_you_mean
+
+__all__ = ["Range", "parse_table", "ranged", "recipe_to_table"]  # re-exported: recipes are their main users
 
 
 class Scheme(enum.StrEnum):
@@ -62,84 +59,6 @@ class RecoveryMode(enum.StrEnum):
     FINETUNE = "finetune"  # cross-entropy on labelled calibration samples
 
 
-_T = TypeVar("_T")
-_RANGE = "edgekit.range"  # the field metadata key `ranged` writes and `Range.of` reads
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Range:
-    """The values a number field accepts; for a tuple field, each item's values and the tuple's lengths.
-
-    Attributes:
-        ge: Lowest value allowed, if any.
-        gt: Values must be greater than this, if set.
-        le: Highest value allowed, if any.
-        lt: Values must be lower than this, if set.
-        allow_inf: Accept +/-inf in a float field (NaN is never accepted).
-        lengths: Lengths a tuple field may have; empty means any length.
-    """
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    allow_inf: bool = False
-    lengths: tuple[int, ...] = ()
-
-    @staticmethod
-    def of(spec: dataclasses.Field[Any]) -> Range:
-        """Return the range declared on a dataclass field; without one, any finite number."""
-        declared = spec.metadata.get(_RANGE)
-        return declared if isinstance(declared, Range) else Range()
-
-    def describe(self) -> str:
-        """Return the bounds in words, e.g. '>= 0 and < 1' (empty when unbounded)."""
-        return " and ".join(f"{op} {bound:g}" for op, _, bound in self._bounds())
-
-    def contains(self, value: float) -> bool:
-        """Return whether a single number lies within the bounds (finiteness aside)."""
-        return all(check(value, bound) for _, check, bound in self._bounds())
-
-    def _bounds(self) -> list[tuple[str, Callable[[Any, Any], bool], float]]:
-        ops = ((">=", operator.ge), (">", operator.gt), ("<=", operator.le), ("<", operator.lt))
-        bounds = (self.ge, self.gt, self.le, self.lt)
-        return [(op, check, bound) for (op, check), bound in zip(ops, bounds, strict=True) if bound is not None]
-
-    def problems(self, path: str, value: Any) -> list[str]:
-        """Return one message per way `value` (a number or a tuple of them) at `path` is out of range."""
-        if isinstance(value, tuple):
-            found = []
-            if self.lengths and len(value) not in self.lengths:
-                allowed = " or ".join("empty" if n == 0 else f"{n} items long" for n in self.lengths)
-                found.append(f"'{path}' must be {allowed}, got {list(value)!r}")
-            for i, item in enumerate(value):
-                found += self.problems(f"{path}[{i}]", item)
-            return found
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return []
-        finite_only = isinstance(value, float) and not self.allow_inf
-        bad_float = isinstance(value, float) and (math.isnan(value) or (finite_only and math.isinf(value)))
-        if not bad_float and self.contains(value):
-            return []
-        wanted = " ".join(part for part in ("a finite number" if finite_only else "", self.describe()) if part)
-        return [f"'{path}' must be {wanted or 'a number'}, got {value!r}"]
-
-
-def ranged(
-    default: _T,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    allow_inf: bool = False,
-    lengths: tuple[int, ...] = (),
-) -> _T:
-    """Declare a dataclass field with its default and the `Range` of values it accepts."""
-    allowed = Range(ge=ge, gt=gt, le=le, lt=lt, allow_inf=allow_inf, lengths=lengths)
-    return field(default=default, metadata={_RANGE: allowed})
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuantizeConfig:
     scheme: Scheme = Scheme.AUTO
@@ -166,6 +85,12 @@ class PruneConfig:
     n: int = ranged(2, ge=1)  # for method = "n:m", where n < m as well
     m: int = ranged(4, ge=2)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+    def cross_field_problems(self, path: str) -> list[str]:
+        """n must be below m for n:m sparsity (checked after each field's own range)."""
+        if self.method is PruneMethod.N_M and not self.n < self.m:
+            return [f"'{path}.n' must be < '{path}.m' when {path}.method is \"n:m\", got n = {self.n}, m = {self.m}"]
+        return []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,48 +267,14 @@ def build_recipe(*layers: dict[str, Any]) -> Recipe:
     return parse_table(Recipe, merged)
 
 
-def parse_table(cls: type[_T], table: Any, path: str = "", *, what: str = "recipe") -> _T:
-    """Read a TOML table strictly into the frozen dataclass `cls`, checking each field's type and `Range`.
-
-    Args:
-        cls: A dataclass whose fields all have defaults, e.g. `Recipe` or a backend's `Options`.
-        table: The raw table.
-        path: Key path of the table, put in front of every key named in a message (e.g. "options").
-        what: What the keys are called in messages: "unknown {what} key 'path.key'".
-
-    Raises:
-        ConfigError: Naming every unknown key, wrong type and out-of-range value at once.
-    """
-    problems: list[_Problem] = []
-    parsed = _from_table(cls, table, path, problems, what)
-    _raise_all(problems + _range_problems(parsed, path))
-    return typing.cast(_T, parsed)
-
-
 def validate_recipe(recipe: Recipe) -> Recipe:
     """Check the ranges of a recipe made in code (e.g. with `dataclasses.replace`) and return it.
 
     Raises:
         ConfigError: Naming every out-of-range value at once.
     """
-    _raise_all(_range_problems(recipe, ""))
+    check_ranges(recipe)
     return recipe
-
-
-def recipe_to_table(recipe: Any) -> dict[str, Any]:
-    """Turn a recipe (or one of its sections) back into plain TOML-ready values."""
-    table: dict[str, Any] = {}
-    for f in dataclasses.fields(recipe):
-        value = getattr(recipe, f.name)
-        if dataclasses.is_dataclass(value):
-            table[f.name] = recipe_to_table(value)
-        elif isinstance(value, enum.Enum):
-            table[f.name] = value.value
-        elif isinstance(value, tuple):
-            table[f.name] = [recipe_to_table(v) if dataclasses.is_dataclass(v) else v for v in value]
-        else:
-            table[f.name] = value
-    return table
 
 
 def recipe_to_toml(recipe: Recipe, header: str = "") -> str:
@@ -401,105 +292,3 @@ def recipe_to_toml(recipe: Recipe, header: str = "") -> str:
 
 def _comment_char(char: str) -> str:
     return f"\\x{ord(char):02x}" if (char < " " and char != "\t") or char == "\x7f" else char
-
-
-class _Problem(NamedTuple):
-    message: str
-    hint: str | None = None
-
-
-def _raise_all(problems: list[_Problem]) -> None:
-    """Raise one ConfigError for all problems: the first in full, then the rest in brackets."""
-    if not problems:
-        return
-    first, *rest = problems
-    message = first.message
-    if rest:
-        others = "; ".join(p.message + (f" ({p.hint})" if p.hint else "") for p in rest)
-        message = f"{message} (and {len(rest)} more: {others})"
-    raise ConfigError(message, hint=first.hint)
-
-
-def _prune_rules(prune: PruneConfig, path: str) -> list[str]:
-    if prune.method is PruneMethod.N_M and not prune.n < prune.m:
-        return [f"'{path}.n' must be < '{path}.m' when {path}.method is \"n:m\", got n = {prune.n}, m = {prune.m}"]
-    return []
-
-
-# Rules that involve more than one field of a section, checked after each field's own range.
-_CROSS_FIELD_RULES: dict[type, Callable[[Any, str], list[str]]] = {PruneConfig: _prune_rules}
-
-
-def _range_problems(section: Any, path: str) -> list[_Problem]:
-    """Return every out-of-range value and broken cross-field rule below `section`, in field order."""
-    found: list[_Problem] = []
-    for spec in dataclasses.fields(section):
-        value = getattr(section, spec.name)
-        key_path = f"{path}.{spec.name}" if path else spec.name
-        if dataclasses.is_dataclass(value):
-            found += _range_problems(value, key_path)
-        else:
-            found += [_Problem(message) for message in Range.of(spec).problems(key_path, value)]
-    rule = _CROSS_FIELD_RULES.get(type(section))
-    if rule is not None:
-        found += [_Problem(message) for message in rule(section, path)]
-    return found
-
-
-# Marks a value that failed its check: the field keeps its default while the other problems are gathered.
-_INVALID: Any = object()
-
-
-def _from_table(cls: type, table: Any, path: str, problems: list[_Problem], what: str) -> Any:
-    if not isinstance(table, dict):
-        problems.append(_Problem(f"'{path or what}' must be a table, got {table!r}"))
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        key_path = f"{path}.{key}" if path else key
-        if key not in names:
-            hint = did_you_mean(key, names) or f"known keys: {', '.join(names)}"
-            problems.append(_Problem(f"unknown {what} key '{key_path}'", hint))
-            continue
-        value = _coerce(hints[key], raw, key_path, problems, what)
-        if value is not _INVALID:
-            values[key] = value
-    return cls(**values)
-
-
-def _coerce(kind: Any, raw: Any, path: str, problems: list[_Problem], what: str) -> Any:
-    """Return `raw` as a `kind`, or record a problem and return `_INVALID`."""
-    if dataclasses.is_dataclass(kind):
-        return _from_table(typing.cast(type, kind), raw, path, problems, what)
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        choices = [m.value for m in kind]
-        if raw in choices:
-            return kind(raw)
-        hint = did_you_mean(str(raw), choices) or f"one of: {', '.join(choices)}"
-        problems.append(_Problem(f"'{path}' cannot be {raw!r}", hint))
-        return _INVALID
-    origin = typing.get_origin(kind)
-    if origin is dict:  # a table of plain values (factory arguments, state names): keys are the user's
-        if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
-            problems.append(_Problem(f"'{path}' must be a table, got {raw!r}"))
-            return _INVALID
-        return dict(raw)
-    if origin is tuple:
-        if not isinstance(raw, list | tuple):
-            problems.append(_Problem(f"'{path}' must be a list, got {raw!r}"))
-            return _INVALID
-        (item_kind, _ellipsis) = typing.get_args(kind)
-        items = [_coerce(item_kind, item, f"{path}[{i}]", problems, what) for i, item in enumerate(raw)]
-        return _INVALID if any(item is _INVALID for item in items) else tuple(items)
-    if origin in (types.UnionType, typing.Union):
-        raise InternalError(f"recipe field '{path}' has a union type, which the loader does not support")
-    if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if kind in (bool, str) and isinstance(raw, kind):
-        return raw
-    problems.append(_Problem(f"'{path}' must be {kind.__name__}, got {raw!r}"))
-    return _INVALID
