@@ -20,6 +20,7 @@ from edgekit.api import (
     verify,
 )
 from edgekit.errors import EdgekitError, ExitStatus, InternalError
+from edgekit.manifest import Manifest, read_manifest
 from edgekit.recipe import Recipe, Scheme, build_recipe, read_recipe_file
 from edgekit.targets import TargetSpec, load_target
 
@@ -30,6 +31,7 @@ __all__ = [
     "EdgekitError",
     "ExitStatus",
     "InternalError",
+    "Manifest",
     "Recipe",
     "Scheme",
     "TargetSpec",
@@ -43,6 +45,7 @@ __all__ = [
     "list_targets",
     "load_target",
     "open_artifact",
+    "read_manifest",
     "read_recipe_file",
     "resolve",
     "run",
