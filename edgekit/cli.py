@@ -285,6 +285,15 @@ def summarize(manifest: Manifest, path: Path) -> dict[str, Any]:
     }
 
 
+_FIDELITY = (
+    ("sqnr_db", "SQNR", " dB"),
+    ("cosine", "cosine", ""),
+    ("top1_agreement", "top-1 agreement", "%"),
+    ("pixel_agreement", "pixel agreement", "%"),
+    ("exact_agreement", "exact agreement", "%"),
+)
+
+
 def render_summary(s: dict[str, Any]) -> str:
     m = s["metrics"]
     lines = [f"artifact   {s['artifact']}  ({s['target']}, {s['scheme']})", f"accuracy   {s['accuracy_status']}"]
@@ -295,10 +304,11 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  top-1    float {m['float_top1']:.2f}%  artifact {m['artifact_top1']:.2f}%  (drop "
             f"{m['top1_drop']:.2f} points)"
         )
-    if m:
+    # Which metrics exist depends on the first output's shape (class scores, maps, integers): show those present.
+    shown = [(k, label, unit) for k, label, unit in _FIDELITY if isinstance(m.get(k), int | float)]
+    if shown:
         lines.append(
-            f"  fidelity SQNR {m['sqnr_db']:.1f} dB, cosine {m['cosine']:.4f}, top-1 agreement "
-            f"{m['top1_agreement']:.1f}%"
+            "  fidelity " + ", ".join(f"{label} {m[k]:.{4 if k == 'cosine' else 1}f}{unit}" for k, label, unit in shown)
         )
     if s["gate"]:
         lines.append(f"  gate     {_gate_line(s['gate'])}")

@@ -285,3 +285,15 @@ def test_missing_runtime_exits_4_naming_the_extra(cli: CliRunner, monkeypatch: p
     code, _, err = _build(cli, str(DIGITS / "model.pt2"), "--target", "rpi")
 
     assert code == ExitStatus.MISSING_DEPENDENCY and "pip install 'edgekit-deploy[rpi]'" in err
+
+
+def test_the_summary_shows_only_the_metrics_an_output_has() -> None:
+    from edgekit.cli import render_summary
+
+    summary = {"artifact": "a/model.onnx", "target": "rpi", "scheme": "int8-static", "accuracy_status": "passed",
+               "metrics": {"sqnr_db": 31.0, "cosine": 0.99, "max_abs_error": 0.1}, "gate": None,
+               "size_bytes": 1000, "size_over_float": 0.3, "latency_ms": None}  # fmt: skip
+
+    text = render_summary(summary)
+
+    assert "SQNR 31.0 dB" in text and "top-1" not in text  # a (N, 1) probability has no top-1
