@@ -98,15 +98,12 @@ def write_golden(inputs: Arrays, outputs: Arrays, runner: Runner, ctx: BuildCont
     folder = ctx.workdir / "golden"
     folder.mkdir(parents=True, exist_ok=True)
     count = min(ctx.recipe.golden.samples, count_of(outputs))
-    samples = []
-    for i in range(count):
-        sample: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
-        for kind, arrays in (("inputs", inputs), ("outputs", outputs)):
-            (folder / str(i) / kind).mkdir(parents=True, exist_ok=True)
-            for name, array in arrays.items():
-                np.save(folder / str(i) / kind / f"{name}.npy", np.ascontiguousarray(array[i : i + 1]))
-                sample[kind][name] = f"golden/{i}/{kind}/{name}.npy"
-        samples.append(sample)
+    samples = [
+        save_golden_sample(
+            ctx, i, {n: a[i : i + 1] for n, a in inputs.items()}, {n: a[i : i + 1] for n, a in outputs.items()}
+        )
+        for i in range(count)
+    ]
     (folder / "inputs.txt").write_text("".join(f"{n}\n" for n in io_names[0]))
     (folder / "outputs.txt").write_text("".join(f"{n}\n" for n in io_names[1]))
     scale = max((float(np.max(np.abs(a[:count].astype(np.float64)))) for a in outputs.values()), default=1.0)
@@ -114,6 +111,18 @@ def write_golden(inputs: Arrays, outputs: Arrays, runner: Runner, ctx: BuildCont
     # Another CPU may round int8 kernels differently by a step; float kernels differ by reassociation.
     atol = (0.05 if quantized else 1e-3) * (scale if count else 1.0) + 1e-5
     return {"count": count, "atol": atol, "rtol": 0.0, "samples": samples, "produced_by": runner.mode}
+
+
+def save_golden_sample(ctx: BuildContext, index: int, inputs: Arrays, outputs: Arrays) -> dict[str, dict[str, str]]:
+    """Write one golden sample's named inputs and outputs (batch 1) and return their paths in the artifact."""
+    sample: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
+    for kind, arrays in (("inputs", inputs), ("outputs", outputs)):
+        folder = ctx.workdir / "golden" / str(index) / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(array))
+            sample[kind][name] = f"golden/{index}/{kind}/{name}.npy"
+    return sample
 
 
 def add_resized_golden(
@@ -134,14 +143,8 @@ def add_resized_golden(
         outputs = runner.run(cut)
     except Exception as exc:
         return golden, f"the artifact did not run at a second size of its dynamic axes ({first_line(exc)})"
-    index = len(golden["samples"])
-    folder = ctx.workdir / "golden" / str(index)
-    sample: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
-    for kind, arrays in (("inputs", cut), ("outputs", {n: np.asarray(outputs[n]) for n in io.output_names})):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        for name, array in arrays.items():
-            np.save(folder / kind / f"{name}.npy", array)
-            sample[kind][name] = f"golden/{index}/{kind}/{name}.npy"
+    produced = {n: np.asarray(outputs[n]) for n in io.output_names}
+    sample = save_golden_sample(ctx, len(golden["samples"]), cut, produced)
     return {**golden, "count": golden["count"] + 1, "samples": [*golden["samples"], sample]}, ""
 
 
