@@ -129,6 +129,7 @@ def build(
     strip_prefix: str | None = None,
     metrics: tuple[str, ...] = (),
     allow_accuracy_failure: bool = False,
+    repair: bool = True,
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """Prune, quantize and export `model` for `target`, verify the artifact, and package it.
@@ -148,6 +149,8 @@ def build(
         given.setdefault("model", {})["strip_prefix"] = strip_prefix
     if metrics:
         given["gate"] = {"custom_metrics": list(metrics)}
+    if not repair:
+        given["repair"] = {"enabled": False}
     plan = resolve(target, recipe, overrides, input_shape, given=given)
     stages = build_stages()
     check_order(stages)  # before anything heavy runs

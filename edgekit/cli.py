@@ -124,6 +124,12 @@ def main() -> None:
     is_flag=True,
     help="keep an artifact that misses its accuracy gate, marked failed (exit status stays 7)",
 )
+@click.option(
+    "--repair/--no-repair",
+    default=True,
+    show_default=True,
+    help="when int8 misses the gate: diagnose per layer and try the repair ladder (repair.* in the recipe)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout, on every exit")
 @click.option("--verbose", "-v", is_flag=True, help="show what converters and runtimes print, live (else: a log)")
 @click.option("--traceback", is_flag=True, help="show the full error chain")

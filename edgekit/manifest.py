@@ -111,6 +111,8 @@ class Manifest:
     size: Size
     golden: Golden
     warnings: tuple[str, ...] = ()
+    diagnosis: dict[str, Any] = field(default_factory=dict)  # per-layer error when the gate failed (repair ran)
+    repair: dict[str, Any] = field(default_factory=dict)  # every repair step tried, measured, and the one kept
     build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # sha256 of every file but the manifest
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edgekit.backends.base import Backend, Compiled, IoContract
     from edgekit.data import Dataset
     from edgekit.manifest import Manifest
-    from edgekit.recipe import Recipe
+    from edgekit.recipe import QuantizeConfig, Recipe
     from edgekit.targets import TargetSpec
 
 
@@ -40,6 +40,7 @@ class BuildState:
     data: Dataset | None = None
     baseline: dict[str, np.ndarray] | None = None  # float_model outputs on data.evaluation, by output name
     compiled: Compiled | None = None  # what the backend built, in the work folder
+    quantize: QuantizeConfig | None = None  # set when repair built the artifact with other settings than the recipe's
     facts: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
     manifest: Manifest | None = None  # set by the package stage

@@ -64,6 +64,23 @@ class QuantizeConfig:
     scheme: Scheme = Scheme.AUTO
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     per_channel: bool = True
+    # Torch module paths left in float ("features.3" covers "features.3.conv.0"); the repair ladder adds to it.
+    keep_float: tuple[str, ...] = ()
+    # Torch module paths whose activations are quantized to 16 bits (ONNX Runtime QDQ only).
+    int16_activations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepairConfig:
+    """When the gate fails: diagnose per layer, then try the repair ladder, cheapest step first.
+
+    The budget counts steps, not seconds, so a repaired build is reproducible.
+    """
+
+    enabled: bool = True  # --no-repair turns it off
+    max_steps: int = ranged(8, ge=0)  # compiled-and-measured attempts after the first build
+    max_float_layers: int = ranged(4, ge=0)  # layers the ladder may leave in float (or at 16 bits)
+    diagnosis_samples: int = ranged(16, ge=1)  # evaluation samples used for per-layer diagnosis
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +205,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     io: IoConfig = field(default_factory=IoConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     golden: GoldenConfig = field(default_factory=GoldenConfig)
 

@@ -163,34 +163,57 @@ class Backend(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerError:
+    """How much quantization hurts one layer, named the way the user knows it."""
+
+    module: str  # torch module path: "features.3.conv.0"
+    native: tuple[str, ...]  # the runtime's own node names for it
+    op: str  # "conv", "linear", "lstm", ...
+    sqnr_db: float  # SQNR of the layer's own output, quantized vs float, on the diagnosis samples
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerReport:
+    """Per-layer errors, most sensitive first, and the tool that measured them."""
+
+    tool: str  # "onnxruntime.quantization.qdq_loss_debug", "torchao PT2E graph", "Core ML proxy intermediates"
+    layers: tuple[LayerError, ...]
+    notes: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Inspectable(Protocol):
-    """Optional: name layers and read intermediate outputs, for per-layer diagnosis."""
+    """Optional: measure each layer's own quantization error, with the runtime's tools where they exist."""
 
-    def layer_names(self, artifact: Path) -> dict[str, str]:
-        """Return {torch module path: the runtime's native node name}."""
-        ...
+    def layer_errors(
+        self,
+        compiled: Compiled,
+        model: Any,
+        io: IoContract,
+        calibration: Arrays,
+        samples: Arrays,
+        quantize: QuantizeConfig,
+        options: Any,
+        workdir: Path,
+    ) -> LayerReport:
+        """Return every quantized layer's output SQNR on `samples`, sorted worst first.
 
-    def intermediates(self, artifact: Path, inputs: Arrays, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """Return the outputs of `layers` (native names) for `inputs`."""
+        `compiled` is what `compile()` built with `quantize` from `model` and `calibration`.
+        """
         ...
 
 
 @runtime_checkable
 class KeepsFloat(Protocol):
-    """Optional: compile with some layers (torch module paths) left in float, to repair int8 accuracy."""
+    """Optional: `compile()` honours `quantize.keep_float` (torch module paths left in float).
 
-    def compile_keeping_float(
-        self,
-        model: Any,
-        io: IoContract,
-        example_inputs: Arrays,
-        calibration: Arrays,
-        quantize: QuantizeConfig,
-        options: Any,
-        workdir: Path,
-        keep_float: Sequence[str],
-    ) -> Compiled: ...
+    `sixteen_bit_activations` says whether it also honours `quantize.int16_activations`. A backend
+    without this ability refuses both in `check()`. Unknown module paths are a ConfigError naming them.
+    """
+
+    keeps_float: ClassVar[bool]
+    sixteen_bit_activations: ClassVar[bool]
 
 
 def require_scheme(scheme: Scheme, offered: tuple[Scheme, ...], backend: str) -> None:

@@ -92,12 +92,11 @@ def artifact_name(ctx: BuildContext) -> str:
 
 
 def resolved_recipe(state: BuildState, ctx: BuildContext) -> Recipe:
-    """Return the recipe as it ran: the scheme `auto` chose and the sample counts the data gave."""
+    """Return the recipe as it ran: the scheme `auto` chose, what repair changed, and the data's sample counts."""
     recipe = ctx.recipe
     if state.compiled is not None:
-        recipe = dataclasses.replace(
-            recipe, quantize=dataclasses.replace(recipe.quantize, scheme=state.compiled.scheme)
-        )
+        quantize = state.quantize or recipe.quantize  # repair may have changed it
+        recipe = dataclasses.replace(recipe, quantize=dataclasses.replace(quantize, scheme=state.compiled.scheme))
     if state.data is not None and not state.data.is_synthetic:
         used = state.data.provenance
         sizes = {"calibration_size": used["calibration_size"], "evaluation_size": used["evaluation_size"]}
@@ -164,6 +163,8 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
             reason=golden.get("reason", ""),
         ),
         warnings=state.warnings,
+        diagnosis=facts.get("diagnosis", {}),
+        repair=facts.get("repair", {}),
         build={"seconds_by_stage": dict(ctx.timings)},
     )
 
