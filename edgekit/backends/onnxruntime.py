@@ -23,10 +23,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
+from edgekit.backends._layers import check_layer_paths
 from edgekit.backends.base import (
     Arrays,
     Compiled,
     IoContract,
+    LayerReport,
     Problem,
     Runner,
     export_dynamic_shapes,
@@ -34,12 +36,14 @@ from edgekit.backends.base import (
     missing_modules,
     require_scheme,
 )
-from edgekit.errors import ExportError, first_line
+from edgekit.errors import ConfigError, ExportError, first_line
 from edgekit.recipe import QuantizeConfig, Recipe, Scheme, ranged
 
 REFERENCE_NAME = Path("reference") / "model-fp32.onnx"
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MINIMUM_ORT = "1.17"  # per-channel QDQ with opset >= 17
+CALIBRATORS = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod, by recipe name
+MINIMUM_ORT_OPSET_21 = "1.18"  # 16-bit QuantizeLinear/DequantizeLinear need opset 21
 
 
 class ExecutionProvider(enum.StrEnum):
@@ -70,13 +74,27 @@ class OnnxRuntimeBackend:
     schemes: ClassVar[tuple[Scheme, ...]] = (Scheme.AUTO, Scheme.INT8_STATIC, Scheme.INT8_DYNAMIC, Scheme.FP32)
     stores_sparse_weights: ClassVar[bool] = False
     Options: ClassVar[type] = OnnxRuntimeOptions
+    keeps_float: ClassVar[bool] = True  # quantize_static's nodes_to_exclude
+    sixteen_bit_activations: ClassVar[bool] = True  # QDQ 16-bit tensor overrides (mixed precision)
 
     def versions(self) -> dict[str, str]:
         return installed_versions("torch", "onnx", "onnxruntime", "onnxscript")
 
     def check(self, recipe: Recipe, options: OnnxRuntimeOptions) -> list[Problem]:
-        """ONNX Runtime offers every calibration method; only the packages can be missing."""
-        return missing_modules(("torch", "onnx", "onnxruntime", "onnxscript"), self.extra, "the ONNX Runtime targets")
+        """Refuse calibration methods ONNX Runtime has no calibrator for; report missing packages."""
+        problems = missing_modules(
+            ("torch", "onnx", "onnxruntime", "onnxscript"), self.extra, "the ONNX Runtime targets"
+        )
+        method = recipe.quantize.calibration_method.value
+        if method not in CALIBRATORS:
+            problems.append(
+                Problem(
+                    key="quantize.calibration_method",
+                    message=f"ONNX Runtime has no '{method}' calibrator",
+                    hint=f"use one of: {', '.join(CALIBRATORS)}",
+                )
+            )
+        return problems
 
     def compile(
         self,
@@ -108,16 +126,21 @@ class OnnxRuntimeBackend:
         }
         facts |= quantize_onnx(reference, artifact, scheme, quantize, calibration, workdir)
         ops = quantized_ops(artifact)
-        warnings_found: tuple[str, ...] = ()
+        warnings_found: list[str] = list(facts.pop("warnings", []))
         if scheme is not Scheme.FP32 and not ops["quantized_ops"]:
-            warnings_found = (
+            warnings_found.append(
                 "int8 quantization ran but quantized no Conv/MatMul/Gemm op: the artifact is effectively float",
+            )
+        opset = _opset(artifact)
+        if opset != options.opset:
+            warnings_found.append(
+                f"16-bit activations need opset 21: the artifact's opset is {opset}, not {options.opset}"
             )
         runtime = {
             "runtime": "onnxruntime",
             "version": self.versions()["onnxruntime"],
-            "minimum_version": MINIMUM_ORT,
-            "opset": options.opset,
+            "minimum_version": MINIMUM_ORT if opset < 21 else MINIMUM_ORT_OPSET_21,
+            "opset": opset,
             "execution_provider": options.execution_provider.value,
             "threads": options.threads,
         }
@@ -127,8 +150,28 @@ class OnnxRuntimeBackend:
             scheme=scheme,
             facts={"export": export_facts, "quantize": {**facts, **ops}},
             runtime=runtime,
-            warnings=warnings_found,
+            warnings=tuple(warnings_found),
         )
+
+    def layer_errors(
+        self,
+        compiled: Compiled,
+        model: Any,
+        io: IoContract,
+        calibration: Arrays,
+        samples: Arrays,
+        quantize: QuantizeConfig,
+        options: OnnxRuntimeOptions,
+        workdir: Path,
+    ) -> LayerReport:
+        """Measure each quantized layer's own SQNR with ONNX Runtime's qdq_loss_debug, worst first."""
+        from edgekit.backends import _onnxruntime_inspect as inspect
+
+        if compiled.float_reference is None or compiled.scheme is not Scheme.INT8_STATIC:
+            why = f"per-layer errors need a static QDQ artifact and its float reference ({compiled.scheme.value})"
+            return LayerReport(tool=inspect.TOOL, layers=(), notes=(why,))
+        feeds = {name: samples[name] for name in io.input_names if name in samples}
+        return inspect.layer_errors(compiled.float_reference, compiled.artifact, feeds, workdir)
 
     def open(self, artifact: Path, io: IoContract, options: OnnxRuntimeOptions) -> Runner:
         """Return a runner over an InferenceSession on the CPU execution provider."""
@@ -225,16 +268,22 @@ def name_graph_io(path: Path, io: IoContract) -> None:
 def quantize_onnx(
     source: Path, out: Path, scheme: Scheme, config: QuantizeConfig, calibration: Arrays, workdir: Path
 ) -> dict[str, Any]:
-    """Write `out`: a copy of `source` for fp32, else static QDQ or dynamic int8; return how it was done."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    """Write `out`: a copy of `source` for fp32, else static QDQ or dynamic int8; return how it was done.
+
+    Static QDQ honours `config.keep_float` (nodes_to_exclude) and `config.int16_activations` (16-bit
+    tensor overrides, made consistent by ONNX Runtime's mixed-precision fixer); the module paths are
+    checked against the graph's layers first.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
+    from edgekit.backends import _onnxruntime_inspect as inspect
 
+    layers = inspect.onnx_layers(onnx.load(str(source)))
+    known = [name for layer in layers for name in (layer.module, *layer.aliases)]
+    check_layer_paths(config.keep_float, known, "quantize.keep_float")
+    check_layer_paths(config.int16_activations, known, "quantize.int16_activations")
     if scheme is Scheme.FP32:
         shutil.copyfile(source, out)
         return {}
@@ -242,32 +291,28 @@ def quantize_onnx(
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         if scheme is Scheme.INT8_STATIC:
-            samples = _count(calibration)
-            if samples == 0:
-                raise ExportError("int8-static needs calibration samples and there are none", hint="give --data")
-            method = methods[config.calibration_method.value]
-            quantize_static(
-                str(prepared), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                per_channel=config.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=method, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )  # fmt: skip
-            facts = {
-                "format": "QDQ",
-                "activations": "uint8 (calibrated)",
-                "weights": "int8 symmetric",
-                "per_channel": config.per_channel,
-                "calibration_method": config.calibration_method.value,
-                "calibration_samples": samples,
-            }
+            facts = inspect.quantize_static_qdq(prepared, out, config, calibration, layers, workdir)
         else:
-            quantize_dynamic(str(prepared), str(out), per_channel=config.per_channel, weight_type=QuantType.QInt8)
+            if config.int16_activations:
+                raise ConfigError(
+                    "quantize.int16_activations needs static QDQ quantization (dynamic int8 has no 16-bit mode)",
+                    hint="use --set quantize.scheme=int8-static",
+                )
+            kept = [layer for layer in layers if layer.matches(config.keep_float)]
+            quantize_dynamic(
+                str(prepared), str(out), per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                nodes_to_exclude=[node for layer in kept for node in layer.nodes],
+            )  # fmt: skip
             facts = {
                 "format": "dynamic (MatMulInteger/ConvInteger)",
                 "activations": "uint8 at run time",
                 "weights": "int8",
                 "per_channel": config.per_channel,
+                "float_layers": [
+                    {"module": k.module, "nodes": list(k.nodes), "why": "quantize.keep_float"} for k in kept
+                ],
             }
-    except ExportError:
+    except (ExportError, ConfigError):
         raise
     except Exception as exc:
         raise ExportError(
@@ -278,43 +323,62 @@ def quantize_onnx(
     return facts
 
 
-class _Calibration:
-    """ONNX Runtime's CalibrationDataReader over named calibration arrays, one sample at a time."""
+def _opset(path: Path) -> int:
+    import onnx
 
-    def __init__(self, inputs: Arrays) -> None:
-        self._samples = iter(
-            [{name: np.ascontiguousarray(a[i : i + 1]) for name, a in inputs.items()} for i in range(_count(inputs))]
-        )
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._samples, None)
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _count(arrays: Arrays) -> int:
     return min((len(a) for a in arrays.values()), default=0)
 
 
+# Compute ops counted as int8 or float, with the inputs that hold their weights (LSTM/GRU/RNN: W, R and B).
+_WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,)} | dict.fromkeys(
+    ("LSTM", "GRU", "RNN"), (1, 2, 3)
+)
+_INTEGER_OPS = ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM")
+
+
 def quantized_ops(path: Path) -> dict[str, Any]:
-    """Read an ONNX file and count which compute ops run in int8 and which stay float."""
+    """Read an ONNX file and count which compute ops run in int8 and which stay float, with their weight bytes.
+
+    An op is int8 when its weight comes through a DequantizeLinear of an int8 initializer (QDQ) or it is
+    an integer op. A float op (an LSTM the quantizer skipped, a MatMul left alone) is counted with the
+    bytes of the float initializers it reads, so a report can say how much of the model stayed float.
+    """
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(str(path))
     int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    int8_initializers = {t.name for t in model.graph.initializer if t.data_type in int8}
+    initializers = {t.name: t for t in model.graph.initializer}
+    int8_initializers = {name for name, t in initializers.items() if t.data_type in int8}
     dequantized = {
         n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_initializers
     }
+
+    def nbytes(name: str) -> int:
+        return int(numpy_helper.to_array(initializers[name]).nbytes) if name in initializers else 0
+
     quantized: Counter[str] = Counter()
     floating: Counter[str] = Counter()
+    float_bytes: Counter[str] = Counter()
     for node in model.graph.node:
-        if node.op_type in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
+        if node.op_type in _INTEGER_OPS:
             quantized[node.op_type] += 1
-        elif node.op_type in COMPUTE_OPS:
-            weight_is_int8 = len(node.input) > 1 and node.input[1] in dequantized
-            (quantized if weight_is_int8 else floating)[node.op_type] += 1
+        elif node.op_type in _WEIGHT_INPUTS:
+            weights = [node.input[i] for i in _WEIGHT_INPUTS[node.op_type] if i < len(node.input) and node.input[i]]
+            if weights and weights[0] in dequantized:
+                quantized[node.op_type] += 1
+            else:
+                floating[node.op_type] += 1
+                float_bytes[node.op_type] += sum(nbytes(w) for w in weights)
     return {
         "quantized_ops": dict(quantized),
         "float_ops": dict(floating),
+        "float_weight_bytes": {op: n for op, n in float_bytes.items() if n},
         "int8_weight_tensors": len(int8_initializers),
         "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
     }

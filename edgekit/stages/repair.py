@@ -19,7 +19,7 @@ from edgekit.errors import EdgekitError, InternalError, first_line
 from edgekit.gate import judge
 from edgekit.manifest import size_of
 from edgekit.pipeline import BuildContext, BuildState
-from edgekit.recipe import CalibrationMethod, QuantizeConfig
+from edgekit.recipe import CalibrationMethod, QuantizeConfig, Scheme
 from edgekit.stages.compile import compile_with
 from edgekit.stages.verify import run_artifact
 
@@ -93,7 +93,9 @@ class _Ladder:
         recipe = self.ctx.recipe
         self.ctx.reporter.info(f"the gate failed ({_gate_line(self.steps[0])}): trying the repair ladder")
         base = self.steps[0].quantize
-        methods = [m for m in CalibrationMethod if self._offered(dataclasses.replace(base, calibration_method=m))]
+        calibrated = base.scheme not in (Scheme.INT8_DYNAMIC, Scheme.W8)  # others calibrate nothing: no rung
+        offered = [m for m in CalibrationMethod if self._offered(dataclasses.replace(base, calibration_method=m))]
+        methods = offered if calibrated else []
         if self._try_all(ladder.calibration_rungs(base, methods)):
             return self._finish("passed")
         base = max(self.steps, key=_Step.score).quantize
@@ -132,7 +134,9 @@ class _Ladder:
         workdir.mkdir(parents=True)
         try:
             compiled = compile_with(state, ctx, attempt.quantize, workdir)
-            return dataclasses.replace(_measure(compiled, state, ctx), name=attempt.name, change=attempt.change)
+            quantize = dataclasses.replace(attempt.quantize, scheme=compiled.scheme)  # the attempt's, not the base's
+            measured = _measure(compiled, state, ctx)
+            return dataclasses.replace(measured, name=attempt.name, change=attempt.change, quantize=quantize)
         except EdgekitError as exc:
             failed = {"gate": {"passed": None}, "metrics": {}}
             return _Step(attempt.name, attempt.change, attempt.quantize, None, failed, None, f"failed: {exc.message}")
@@ -249,4 +253,6 @@ def _gate_line(step: _Step) -> str:
     if step.compiled is None:
         return step.status
     verdict = "passed" if gate.get("passed") else "failed"
-    return f"{gate.get('rule', '')}: {gate.get('value')} ({verdict})"
+    value = gate.get("value")
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{gate.get('rule', '')}: measured {shown} ({verdict})"

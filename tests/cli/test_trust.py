@@ -55,7 +55,7 @@ def outlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["build", str(model), "--target", "rpi", "--data", str(data), "--out", str(out),
             "--set", "latency.enabled=false",
-            "--set", "quantize.scheme=int8-static", *extra]  # fmt: skip
+            "--set", "quantize.scheme=int8-static", "--no-repair", *extra]  # fmt: skip
 
 
 def test_a_real_int8_collapse_fails_the_gate_and_writes_nothing(
@@ -189,7 +189,7 @@ def test_evidence_lists_flipped_samples_intervals_and_the_worst_class(
 
     with pytest.raises(edgekit.errors.AccuracyGateError):
         edgekit.build(str(outlier[0]), target="rpi", data=outlier[1], out_dir=tmp_path, allow_accuracy_failure=True,
-                      overrides=("latency.enabled=false", "quantize.scheme=int8-static"))  # fmt: skip
+                      overrides=("latency.enabled=false", "quantize.scheme=int8-static"), repair=False)  # fmt: skip
     evidence = json.loads((tmp_path / "outlier-rpi" / "manifest.json").read_text())["accuracy"]["evidence"]
 
     low, high = evidence["top1_drop_ci95"]

@@ -2,8 +2,10 @@
 
 coremltools 9.0 has no public way to (1) read the MIL program back from a saved package, (2) insert
 activation quantize/dequantize pairs from ranges measured elsewhere (its public
-`linear_quantize_activations` calibrates in the Core ML runtime, which exists only on macOS), or
-(3) tell a MIL fp16 dtype. Each function below wraps one of those; their tests pin the behaviour.
+`linear_quantize_activations` calibrates in the Core ML runtime, which exists only on macOS),
+(3) tell a MIL fp16 dtype, (4) read which torch node an op came from (op scopes, on the in-memory
+program only), or (5) leave an op's output activation float when its consumer quantizes its input.
+Each function below wraps one of those; their tests pin the behaviour.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ def program_of(mlmodel: Any) -> Any:
     return _convert_model_spec_to_pymil_prog(mlmodel, mlmodel.get_spec().specificationVersion, milproto_load.load)
 
 
-def insert_activation_quantization(mlmodel: Any, config: Any, stats: dict[str, dict[str, float]]) -> Any:
-    """Run coremltools' own activation-quantization graph passes with precomputed ranges."""
+def insert_activation_quantization(
+    mlmodel: Any, config: Any, stats: dict[str, dict[str, float]], float_outputs: frozenset[str] = frozenset()
+) -> Any:
+    """Run coremltools' own activation-quantization graph passes with precomputed ranges.
+
+    `float_outputs` names ops whose outputs must stay float (`drop_output_quantization`).
+    """
     from coremltools import _SPECIFICATION_VERSION_IOS_17
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
     from coremltools.converters.mil.mil.passes.graph_pass import PassOption
@@ -35,6 +42,8 @@ def insert_activation_quantization(mlmodel: Any, config: Any, stats: dict[str, d
         graph_pass = PASS_REGISTRY[name]
         graph_pass.set_options([PassOption("config", config), PassOption("activation_stats", stats)])
         passes.append(graph_pass)
+    if float_outputs:
+        passes.append(drop_output_quantization(float_outputs))
     passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
     return _apply_graph_pass(
         mlmodel,
@@ -59,3 +68,64 @@ def is_fp16(dtype: Any) -> bool:
     from coremltools.converters.mil.mil import types
 
     return bool(dtype == types.fp16)
+
+
+def converted_program(mlmodel: Any) -> Any:
+    """Return the in-memory MIL program `ct.convert` made, whose ops still carry their scopes (source info)."""
+    return mlmodel._mil_program
+
+
+def op_sources(op: Any) -> tuple[list[int], list[str]]:
+    """Return an op's source scopes: torch.export debug handles and TorchScript module names.
+
+    coremltools keeps them on the in-memory program only (scope.py: they are not serialized).
+    """
+    from coremltools.converters.mil.mil.scope import ScopeSource
+
+    scopes = op.scopes
+    handles = [h for h in scopes.get(ScopeSource.EXIR_DEBUG_HANDLE, []) if isinstance(h, int)]
+    return handles, list(scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME, []))
+
+
+def drop_output_quantization(ops: frozenset[str]) -> Any:
+    """Return a graph pass removing the quantize/dequantize pairs on the outputs of the named ops.
+
+    coremltools' activation passes quantize a tensor when its producer OR a consumer asks for it, so an
+    op left out of the config (`op_name_configs={name: None}`) still has its output quantized by the
+    next op's input pair. This pass removes those pairs, after the fused activation coremltools
+    quantizes with the op (conv -> relu -> quantize), so the op's output stays float.
+    """
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+
+    activations = fused_activations()
+
+    class DropOutputQuantization(AbstractGraphPass):  # type: ignore[misc]
+        def apply(self, prog: Any) -> None:
+            for function in prog.functions.values():
+                for op in list(function.operations):
+                    if op.name in ops:
+                        _drop_pairs_after(function, op, activations)
+
+    return DropOutputQuantization()
+
+
+def _drop_pairs_after(block: Any, op: Any, activations: set[str]) -> None:
+    var = op.outputs[0]
+    children = list(var.child_ops)
+    if len(children) == 1 and children[0].op_type in activations:
+        var = children[0].outputs[0]
+    for quantize in [c for c in var.child_ops if c.op_type == "quantize"]:
+        for dequantize in [c for c in quantize.outputs[0].child_ops if c.op_type == "dequantize"]:
+            if block.try_replace_uses_of_var_after_op(anchor_op=dequantize, old_var=dequantize.outputs[0], new_var=var):
+                block.remove_ops([dequantize])
+        if not quantize.outputs[0].child_ops:
+            block.remove_ops([quantize])
+
+
+def fused_activations() -> set[str]:
+    """Return the activation ops coremltools quantizes together with the op before them (conv -> relu -> quantize)."""
+    from coremltools.converters.mil.mil.passes.defs.optimize_activation_quantization import (
+        insert_suffix_quantize_dequantize_pair,
+    )
+
+    return set(insert_suffix_quantize_dequantize_pair._allowed_activations)

@@ -11,6 +11,9 @@ Core ML compresses the converted program, not the PyTorch model, so `compile()` 
 - `open()`: the Core ML runtime on macOS; elsewhere a host-side stand-in that executes the saved
   program's own operations with PyTorch (proxy.py), so accuracy is labelled "proxy". A program with
   an operation the stand-in has no kernel for raises RunnerUnavailable: the package stays valid.
+- Repair: `quantize.keep_float` leaves the MIL ops converted from those torch modules (layers.py maps
+  them through the ops' source scopes) out of coremltools' configs (`op_name_configs = None`), weights and
+  activations; `layer_errors()` measures each quantized layer with the stand-in's intermediates (diagnose.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from edgekit.backends.base import (
     Arrays,
     Compiled,
     IoContract,
+    LayerReport,
     Problem,
     Runner,
     RunnerUnavailable,
@@ -85,6 +89,8 @@ class CoreMLBackend:
     extra: ClassVar[str] = "ios"
     schemes: ClassVar[tuple[Scheme, ...]] = (Scheme.AUTO, Scheme.W8, Scheme.W8A8, Scheme.FP16, Scheme.FP32)
     stores_sparse_weights: ClassVar[bool] = True
+    keeps_float: ClassVar[bool] = True  # quantize.keep_float: coremltools op-name configs set to None
+    sixteen_bit_activations: ClassVar[bool] = False  # Core ML activations are int8 or fp16, nothing between
     Options: ClassVar[type] = CoreMLOptions
 
     def versions(self) -> dict[str, str]:
@@ -104,13 +110,23 @@ class CoreMLBackend:
                     hint='use --set quantize.scheme=w8, or a target with minimum_deployment_target = "iOS17"',
                 )
             )
-        if scheme is Scheme.W8A8 and recipe.quantize.calibration_method is not CalibrationMethod.MINMAX:
+        method = recipe.quantize.calibration_method
+        if scheme in (Scheme.W8, Scheme.W8A8) and method is not CalibrationMethod.MINMAX:
+            # w8 calibrates nothing: accepting another method would record a setting that changed nothing
+            what = "calibrates activations by min/max only" if scheme is Scheme.W8A8 else "w8 quantizes weights only"
             problems.append(
                 Problem(
                     key="quantize.calibration_method",
-                    message=f"Core ML calibrates activations by min/max only, not "
-                    f"'{recipe.quantize.calibration_method.value}'",
+                    message=f"Core ML {what}: calibration_method '{method.value}' would change nothing",
                     hint='set quantize.calibration_method = "minmax"',
+                )
+            )
+        if recipe.quantize.int16_activations:
+            problems.append(
+                Problem(
+                    key="quantize.int16_activations",
+                    message="Core ML has no 16-bit integer activations (they are int8 or fp16)",
+                    hint="use quantize.keep_float for those layers (fp16 on Core ML)",
                 )
             )
         sparse = recipe.prune.ratio > 0 and recipe.prune.method is not PruneMethod.STRUCTURED
@@ -151,8 +167,10 @@ class CoreMLBackend:
         metadata: Mapping[str, Any] | None = None,
     ) -> Compiled:
         """Convert to fp32 and fp16 ML programs, then compress per the scheme into `workdir/model.mlpackage`."""
+        from edgekit.backends._layers import check_layer_paths
         from edgekit.backends.coreml import compress
         from edgekit.backends.coreml import convert as cc
+        from edgekit.backends.coreml import layers as ml
         from edgekit.backends.coreml import proxy as mil
 
         require_scheme(quantize.scheme, self.schemes, self.name)
@@ -161,20 +179,27 @@ class CoreMLBackend:
         refs.mkdir(parents=True, exist_ok=True)
         paths = {"fp32": refs / "model-fp32.mlpackage", "fp16": refs / "model-fp16.mlpackage"}
         frontends = {}
+        layers: dict[str, list[ml.MilLayer]] = {}
         contract = {
             **(metadata or {}),
             "scheme": scheme.value,
             "input_dtypes": {t.name: cc.coreml_dtype(t.dtype) for t in io.inputs},
         }
         for precision, path in paths.items():
+            tagger = ml.LayerTagger()
             mlmodel, frontends[precision], rewrites = cc.convert(
                 model, io, example_inputs, precision=precision,
                 minimum_target=options.minimum_deployment_target.value, compute_units=options.compute_units.value,
+                tagger=tagger,
             )  # fmt: skip
+            layers[precision] = ml.read_layers(mlmodel, tagger)
             cc.set_contract(mlmodel, io, {**contract, "compute_precision": precision})
             save(mlmodel, path)
+        check_layer_paths(quantize.keep_float, ml.known_modules(layers["fp16"]), "quantize.keep_float")
+        ml.save_layers(layers["fp16"], refs)  # the diagnosis reads it: scopes are not saved in the package
         artifact = workdir / self.artifact_name
         base_precision = "fp32" if scheme is Scheme.FP32 else "fp16"
+        kept = ml.kept_ops(layers[base_precision], quantize.keep_float)
         shutil.copytree(paths[base_precision], artifact)
         quantize_facts: dict[str, Any] = {
             "scheme": scheme.value,
@@ -183,9 +208,13 @@ class CoreMLBackend:
         }
         quantize_facts |= compress.compress(
             paths[base_precision], paths["fp16"], artifact, io, scheme, quantize, options, calibration,
-            sparse_weights=sparse_weights, contract=contract,
+            sparse_weights=sparse_weights, contract=contract, float_ops=frozenset(kept),
         )  # fmt: skip
         quantize_facts |= cc.compression_facts(mil.load_program(artifact))
+        if quantize.keep_float:
+            quantize_facts["float_layers"] = _float_layers(
+                quantize.keep_float, kept, layers[base_precision], scheme, paths[base_precision]
+            )
         warnings = []
         if scheme in (Scheme.W8, Scheme.W8A8) and quantize_facts["quantized_weights"] == 0:
             warnings.append(
@@ -224,6 +253,26 @@ class CoreMLBackend:
             warnings=tuple(warnings),
         )
 
+    def layer_errors(
+        self,
+        compiled: Compiled,
+        model: Any,
+        io: IoContract,
+        calibration: Arrays,
+        samples: Arrays,
+        quantize: QuantizeConfig,
+        options: CoreMLOptions,
+        workdir: Path,
+    ) -> LayerReport:
+        """Return each quantized layer's own output SQNR, worst first, from the stand-in's intermediates.
+
+        Measured on the host stand-in on every platform (diagnose.py), so a Mac and Linux give the same
+        figures; what the stand-in does not model (Neural Engine kernels, fp16 accumulation) is not in them.
+        """
+        from edgekit.backends.coreml import diagnose
+
+        return diagnose.layer_errors(compiled, io, samples)
+
     def open(self, artifact: Path, io: IoContract, options: CoreMLOptions) -> Runner:
         """Return the Core ML runtime on macOS, else the host-side stand-in (RunnerUnavailable if it lacks an op)."""
         if sys.platform == "darwin":
@@ -259,35 +308,64 @@ class CoreMLBackend:
         )
 
 
+def _float_layers(
+    keep_float: tuple[str, ...], kept: Mapping[str, Any], layers: list[Any], scheme: Scheme, base: Path
+) -> list[Any]:
+    """Return what `quantize.keep_float` did, per requested path: the MIL ops left float and who reads them float."""
+    from edgekit.backends.coreml import layers as ml
+    from edgekit.backends.coreml.proxy import load_program
+
+    readers = ml.float_readers(load_program(base), kept, layers) if scheme is Scheme.W8A8 else {}
+    facts = []
+    for path in keep_float:
+        ops = sorted(op for op, layer in kept.items() if ml.covered_by(layer, path))
+        also = sorted({m for op in ops for m in readers.get(op, []) if not ml.covered(m, keep_float)})
+        why = "op_name_configs = None for its weights and activations"
+        if also:
+            why += f"; {', '.join(also)} read its float output (their own weights and outputs stay int8)"
+        facts.append({"module": path, "native": ops, "also_float": also, "why": why})
+    return facts
+
+
 def resolve_scheme(scheme: Scheme) -> Scheme:
     """Core ML's `auto` is W8: int8 weight compression suits every model; activations need iOS 17."""
     return Scheme.W8 if scheme is Scheme.AUTO else scheme
 
 
 def save(mlmodel: Any, path: Path) -> None:
-    """Save an MLModel to `path`, replacing what is there."""
+    """Save an MLModel to `path`, replacing what is there, with item ids derived from content (reproducible)."""
+    from edgekit.backends.coreml.package_ids import use_content_ids
+
     if path.exists():
         shutil.rmtree(path)
     try:
         mlmodel.save(str(path))
     except Exception as exc:
         raise ExportError(f"could not save the Core ML package to {path}: {exc}") from exc
+    use_content_ids(path)
 
 
 def samples(io: IoContract, feeds: Arrays) -> list[dict[str, np.ndarray]]:
-    """Split named batches into batch-1 feeds in the dtypes Core ML takes (int32 for token ids)."""
-    from edgekit.backends.coreml.convert import coreml_dtype
+    """Split named batches into batch-1 feeds in the dtypes Core ML takes (int32 for token ids), by feature name."""
+    from edgekit.backends.coreml.convert import coreml_dtype, feature_name
 
     count = len(feeds[io.inputs[0].name])
     return [
-        {t.name: np.ascontiguousarray(feeds[t.name][i : i + 1]).astype(coreml_dtype(t.dtype)) for t in io.inputs}
+        {
+            feature_name(t.name): np.ascontiguousarray(feeds[t.name][i : i + 1]).astype(coreml_dtype(t.dtype))
+            for t in io.inputs
+        }
         for i in range(count)
     ]
 
 
 def _per_sample(io: IoContract, predict: Any) -> Any:
+    from edgekit.backends.coreml.convert import feature_name
+
     def run(feeds: Arrays) -> dict[str, np.ndarray]:
         results = [predict(sample) for sample in samples(io, feeds)]
-        return {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in io.output_names}
+        return {
+            name: np.concatenate([np.asarray(r[feature_name(name)]) for r in results]) for name in io.output_names
+        }
 
     return run

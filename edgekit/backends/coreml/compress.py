@@ -32,8 +32,12 @@ def compress(
     *,
     sparse_weights: bool,
     contract: Mapping[str, Any],
+    float_ops: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Compress the program at `base` per `scheme` and save it at `artifact`; return what was done."""
+    """Compress the program at `base` per `scheme` and save it at `artifact`; return what was done.
+
+    `float_ops` names the MIL ops (of `base`) left in float: their weights and activations.
+    """
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
@@ -53,7 +57,7 @@ def compress(
     if scheme is Scheme.W8A8:
         feeds = samples(io, calibration)
         stats = mil.activation_ranges(mil.load_program(fp16), feeds)
-        mlmodel = cc.quantize_activations(mlmodel, stats)
+        mlmodel = cc.quantize_activations(mlmodel, stats, skip=float_ops)
         facts |= {
             "activations": "int8 per-tensor, linear_symmetric",
             "calibration_samples": len(feeds),
@@ -62,7 +66,9 @@ def compress(
     granularity = "per_channel" if quantize.per_channel else "per_tensor"
     # Sparse weights are quantized jointly: int8 non-zero values behind the bit mask (iOS 18 ops).
     compressed = cto.linear_quantize_weights(
-        mlmodel, cc.weight_config(options.weight_threshold, granularity), joint_compression=sparse_weights
+        mlmodel,
+        cc.weight_config(options.weight_threshold, granularity, skip=float_ops),
+        joint_compression=sparse_weights,
     )
     cc.set_contract(compressed, io, {**contract, "compute_precision": "fp16"})
     save(compressed, artifact)

@@ -14,13 +14,14 @@ accumulation or the device's kernels.
 A program holding an op without a kernel is refused before it runs (`unsupported_ops`,
 `UnsupportedOpError`), naming every such op at once.
 
-The same interpreter, run on the fp32 program, gives the activation ranges for W8A8 calibration.
+The same interpreter, run on the fp32 program, gives the activation ranges for W8A8 calibration,
+and its named intermediates (`MilRunner.intermediates`) give the per-layer diagnosis (diagnose.py).
 """
 
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from edgekit.backends.coreml.proxy_ops import OPS, as_tensor, round_to
 from edgekit.errors import ExportError
 
 Recorder = Callable[[str, torch.Tensor], None]
+Substitutes = Mapping[str, Mapping[str, Any]]  # {op name: {input name: the value it reads instead}}
 CONSTEXPR_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 CONTROL_FLOW_OPS = ("while_loop",)  # run by MilRunner itself: their bodies are blocks of ops
 _HINT = "check the artifact on macOS with examples/ios/check_artifact.py"
@@ -50,12 +52,12 @@ def _is_weight(op: Any) -> bool:
     return bool(op.op_type == "const" or op.op_type.startswith("constexpr_"))
 
 
-def _operations(block: Any) -> Iterator[Any]:
+def operations(block: Any) -> Iterator[Any]:
     """Yield the ops of a block (or function) and of the blocks nested in them, in program order."""
     for op in block.operations:
         yield op
         for inner in op.blocks:
-            yield from _operations(inner)
+            yield from operations(inner)
 
 
 def unsupported_ops(program: Any) -> list[str]:
@@ -67,7 +69,7 @@ def unsupported_ops(program: Any) -> list[str]:
     return sorted(
         {
             op.op_type
-            for op in _operations(program.functions["main"])
+            for op in operations(program.functions["main"])
             if not _is_weight(op) and op.op_type not in OPS and op.op_type not in CONTROL_FLOW_OPS
         }
     )
@@ -168,7 +170,7 @@ class MilRunner:
         self.output_names = [v.name for v in self.function.outputs]
         self.consts: dict[str, torch.Tensor] = {}
         decoded: dict[str, Any] = {}  # raw outputs of constexpr ops, for the constexpr ops that read them
-        for op in _operations(self.function):
+        for op in operations(self.function):
             if _is_weight(op):
                 value = op.outputs[0].val if op.op_type == "const" else constexpr_value(op, decoded)
                 values = value if isinstance(value, tuple) else (value,)
@@ -178,17 +180,37 @@ class MilRunner:
                     # (int8 x fp16 scale fits in 24 bits) to fp16 equals an fp16 multiply.
                     self.consts[var.name] = round_to(as_tensor(item), var.dtype)
 
-    def __call__(self, feeds: dict[str, np.ndarray], record: Recorder | None = None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, feeds: dict[str, np.ndarray], record: Recorder | None = None, substitutes: Substitutes | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the program on one set of named inputs and return its named outputs.
+
+        Args:
+            feeds: The program's inputs by name.
+            record: Called with every op result's name and value, as it is computed.
+            substitutes: {op name: {input name: value}}: those ops read these values instead of their
+                inputs' (the diagnosis feeds a layer float inputs this way); other ops are unaffected.
+        """
+        env = self._run(feeds, record, substitutes)
+        return {name: _numpy(env[name]) for name in self.output_names}
+
+    def intermediates(
+        self, feeds: dict[str, np.ndarray], names: Collection[str], substitutes: Substitutes | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run once and return the values of the named variables (op results or inputs) that it computed."""
+        env = self._run(feeds, None, substitutes)
+        return {name: _numpy(env[name]) for name in names if name in env}
+
+    def _run(self, feeds: dict[str, np.ndarray], record: Recorder | None, substitutes: Substitutes | None) -> Any:
         env: dict[str, Any] = dict(self.consts)
         for name, var in self.function.inputs.items():
             env[name] = round_to(as_tensor(feeds[name]), var.dtype)
-        self._run_block(self.function, env, record)
-        return {
-            name: env[name].float().numpy() if env[name].is_floating_point() else env[name].numpy()
-            for name in self.output_names
-        }
+        self._run_block(self.function, env, record, substitutes)
+        return env
 
-    def _run_block(self, block: Any, env: MutableMapping[str, Any], record: Recorder | None) -> None:
+    def _run_block(
+        self, block: Any, env: MutableMapping[str, Any], record: Recorder | None, substitutes: Substitutes | None = None
+    ) -> None:
         for op in block.operations:
             if op.outputs[0].name in env:
                 continue
@@ -198,6 +220,8 @@ class MilRunner:
                 else [env[x.name] if x.name in env else as_tensor(x.val) for x in v]
                 for k, v in op.inputs.items()
             }
+            if substitutes and op.name in substitutes:
+                args.update(substitutes[op.name])
             result = (
                 self._while_loop(op, args, env, record) if op.op_type == "while_loop" else OPS[op.op_type](args, op)
             )
@@ -222,6 +246,10 @@ class MilRunner:
             scope = ChainMap({var.name: value for var, value in zip(body.inputs, values, strict=True)}, env)
             self._run_block(body, scope, record)
             values = tuple(scope[var.name] for var in body.outputs)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.float().numpy() if value.is_floating_point() else value.numpy()  # type: ignore[no-any-return]
 
 
 def activation_ranges(program: Any, samples: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
