@@ -258,3 +258,20 @@ def installed_versions(*distributions: str) -> dict[str, str]:
         except PackageNotFoundError:
             found[dist] = "not installed"
     return found
+
+
+def weights_fingerprint(model: Any) -> str:
+    """Hash a model's weights and buffers, so that an in-place change (pruning) is not taken for the same model.
+
+    Backends key their caches of float exports by it: repair steps compile the same model many times.
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -9,6 +9,7 @@ Heavy imports live inside the methods so `import edgekit` stays free of torch an
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import shutil
 from collections.abc import Mapping
@@ -22,17 +23,21 @@ from edgekit.backends.base import (
     Arrays,
     Compiled,
     IoContract,
+    LayerReport,
     Problem,
     Runner,
     export_dynamic_shapes,
     installed_versions,
     missing_modules,
     require_scheme,
+    weights_fingerprint,
 )
 from edgekit.errors import InputError
 from edgekit.recipe import CalibrationMethod, QuantizeConfig, Recipe, Scheme, ranged
 
 REFERENCE_NAME = Path("reference") / "model-fp32.pte"
+_KEPT_GRAPHS = 3  # quantized graphs kept for layer_errors
+_STATIC_METHODS = (CalibrationMethod.MINMAX, CalibrationMethod.HISTOGRAM)  # activation observers XNNPACK builds with
 
 
 class Abi(enum.StrEnum):
@@ -63,8 +68,34 @@ class ExecuTorchOptions:
     min_sdk: int = ranged(21, ge=21)
 
 
+@dataclass(slots=True)
+class _FloatReference:
+    """The float program lowered once per model: repair steps that change only quantization reuse it."""
+
+    model: Any
+    key: tuple[Any, ...]
+    program: Any
+    pte: Path
+    facts: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Graphs:
+    """The last static int8 graphs, for `layer_errors` on the artifact they produced."""
+
+    artifact: Path
+    quantize: QuantizeConfig  # with scheme int8-static
+    converted: Any
+    twin: Any
+
+
 class ExecuTorchBackend:
-    """Quantize and lower a PyTorch model to an XNNPACK-delegated ExecuTorch program."""
+    """Quantize and lower a PyTorch model to an XNNPACK-delegated ExecuTorch program.
+
+    Keeps layers in float (`quantize.keep_float`, via the XNNPACKQuantizer's node filter; they run in
+    XNNPACK fp32) and measures each layer's quantization error (`layer_errors`). XNNPACK's quantizer
+    has no 16-bit activation config, so `quantize.int16_activations` is refused.
+    """
 
     name: ClassVar[str] = "executorch"
     artifact_name: ClassVar[str] = "model.pte"
@@ -72,23 +103,38 @@ class ExecuTorchBackend:
     schemes: ClassVar[tuple[Scheme, ...]] = (Scheme.AUTO, Scheme.INT8_STATIC, Scheme.INT8_DYNAMIC, Scheme.FP32)
     stores_sparse_weights: ClassVar[bool] = False
     Options: ClassVar[type] = ExecuTorchOptions
+    keeps_float: ClassVar[bool] = True
+    sixteen_bit_activations: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._reference: _FloatReference | None = None
+        self._graphs: list[_Graphs] = []  # the last few static builds (a repair step, the build it started from)
 
     def versions(self) -> dict[str, str]:
         """Return the versions of torch, executorch and torchao."""
         return installed_versions("torch", "executorch", "torchao")
 
     def check(self, recipe: Recipe, options: ExecuTorchOptions) -> list[Problem]:
-        """XNNPACKQuantizer calibrates by min/max only; the runtime packages must be importable."""
+        """XNNPACKQuantizer calibrates with min-max or histogram observers; no 16-bit activations."""
         # Top-level packages only: find_spec("executorch.runtime") would import executorch itself.
         problems = missing_modules(("torch", "executorch", "torchao"), self.extra, "target android")
-        static = recipe.quantize.scheme in (Scheme.AUTO, Scheme.INT8_STATIC)
-        if static and recipe.quantize.calibration_method is not CalibrationMethod.MINMAX:
+        method, scheme = recipe.quantize.calibration_method, recipe.quantize.scheme
+        if scheme in (Scheme.AUTO, Scheme.INT8_STATIC) and method not in _STATIC_METHODS:
             problems.append(
                 Problem(
                     key="quantize.calibration_method",
-                    message=f"quantize.calibration_method '{recipe.quantize.calibration_method.value}' is not "
-                    "offered by ExecuTorch's XNNPACKQuantizer",
-                    hint='use quantize.calibration_method = "minmax" for ExecuTorch targets',
+                    message=f"quantize.calibration_method '{method.value}' is not offered by ExecuTorch's "
+                    "XNNPACKQuantizer",
+                    hint='use quantize.calibration_method = "minmax" or "histogram" for ExecuTorch targets',
+                )
+            )
+        if recipe.quantize.int16_activations:
+            problems.append(
+                Problem(
+                    key="quantize.int16_activations",
+                    message="XNNPACK has no 16-bit activation quantization: quantize.int16_activations cannot be "
+                    "honoured on target android",
+                    hint="use quantize.keep_float for those layers (they then run in XNNPACK fp32)",
                 )
             )
         return problems
@@ -106,23 +152,24 @@ class ExecuTorchBackend:
         sparse_weights: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> Compiled:
-        """Lower the float program (the reference), quantize, then lower the artifact."""
+        """Lower the float program (the reference, once per model), quantize, then lower the artifact."""
         from edgekit.backends import _executorch_quantize as q
         from edgekit.backends._executorch_lower import export_program, lower_to_pte
+        from edgekit.backends._layers import check_layer_paths
         from edgekit.rewrites import applied_rewrites
 
         require_scheme(quantize.scheme, self.schemes, self.name)
         examples = tuple(example_inputs[name] for name in io.input_names)
         dynamic = export_dynamic_shapes(io)
-        float_program = export_program(model, examples, dynamic)
+        float_program, reference, reference_facts = self._float_reference(model, io, examples, workdir)
+        if quantize.keep_float:
+            check_layer_paths(quantize.keep_float, q.compute_layers(float_program.graph_module), "quantize.keep_float")
         census = q.op_census(float_program.graph_module)
         requested = quantize.scheme
         scheme, because = (
             (requested, "set by the recipe") if requested is not Scheme.AUTO else q.choose_scheme(census, examples)
         )
         facts: dict[str, Any] = {"requested": requested.value, "scheme": scheme.value, "chosen_because": because}
-        reference = workdir / REFERENCE_NAME
-        reference_facts = lower_to_pte(float_program, reference)
         artifact = workdir / self.artifact_name
         warnings: list[str] = []
         if scheme is Scheme.FP32:
@@ -132,10 +179,17 @@ class ExecuTorchBackend:
         else:
             if scheme is Scheme.INT8_STATIC:
                 samples = tuple(calibration[name] for name in io.input_names)
-                quantized, graph, how = q.static_int8(model, examples, samples, quantize, dynamic)
+                quantized, twin, how = q.static_int8(model, examples, samples, quantize, dynamic)
+                self._graphs = [
+                    *self._graphs[-(_KEPT_GRAPHS - 1) :],
+                    _Graphs(artifact, _static(quantize), quantized, twin),
+                ]
+                graph = quantized
             else:
                 quantized, graph, how = q.dynamic_int8(model, examples, quantize, dynamic)
             facts |= how | q.quantize_facts(q.op_census(graph), graph)
+            if quantize.keep_float:
+                facts["keep_float"] = list(quantize.keep_float)  # requested; "float_layers" is what stayed float
             export_facts = lower_to_pte(export_program(quantized, examples, dynamic), artifact)
             if facts["quantized_count"] == 0:
                 left = _fmt(facts["float_ops"]) if facts["float_ops"] else "the model has no conv, linear or matmul"
@@ -177,6 +231,58 @@ class ExecuTorchBackend:
         return Runner(
             run=_sample_runner(method, io), mode="runtime", checked_with=f"executorch {version('executorch')}"
         )
+
+    def layer_errors(
+        self,
+        compiled: Compiled,
+        model: Any,
+        io: IoContract,
+        calibration: Arrays,
+        samples: Arrays,
+        quantize: QuantizeConfig,
+        options: ExecuTorchOptions,
+        workdir: Path,
+    ) -> LayerReport:
+        """Each quantized layer's own output SQNR, measured on the PT2E graph lowered into the .pte."""
+        from edgekit.backends import _executorch_inspect as inspect
+        from edgekit.backends import _executorch_quantize as q
+
+        if compiled.scheme is not Scheme.INT8_STATIC:
+            return LayerReport(
+                tool="none",
+                layers=(),
+                notes=(f"per-layer diagnosis on target android covers int8-static, not {compiled.scheme.value}",),
+            )
+        quantize = _static(quantize)
+        graphs = next((g for g in self._graphs if g.artifact == compiled.artifact and g.quantize == quantize), None)
+        if graphs is None:
+            examples = tuple(samples[name][:1] for name in io.input_names)
+            data = tuple(calibration[name] for name in io.input_names)
+            converted, twin, _ = q.static_int8(model, examples, data, quantize, export_dynamic_shapes(io))
+            graphs = _Graphs(compiled.artifact, quantize, converted, twin)
+        return inspect.layer_errors(graphs.twin, graphs.converted, [samples[name] for name in io.input_names])
+
+    def _float_reference(
+        self, model: Any, io: IoContract, examples: tuple[np.ndarray, ...], workdir: Path
+    ) -> tuple[Any, Path, dict[str, Any]]:
+        """Export and lower the float program, or reuse the one lowered for this same model and io."""
+        from edgekit.backends._executorch_lower import export_program, lower_to_pte
+
+        key = (io, tuple((x.shape, x.dtype.str) for x in examples), weights_fingerprint(model))
+        reference = workdir / REFERENCE_NAME
+        cached = self._reference
+        if cached is not None and cached.model is model and cached.key == key and cached.pte.is_file():
+            reference.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached.pte, reference)
+            return cached.program, reference, dict(cached.facts)
+        program = export_program(model, examples, export_dynamic_shapes(io))
+        facts = lower_to_pte(program, reference)
+        self._reference = _FloatReference(model, key, program, reference, facts)
+        return program, reference, dict(facts)
+
+
+def _static(quantize: QuantizeConfig) -> QuantizeConfig:
+    return dataclasses.replace(quantize, scheme=Scheme.INT8_STATIC)
 
 
 def _sample_runner(method: Any, io: IoContract) -> Any:

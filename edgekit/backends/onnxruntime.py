@@ -35,6 +35,7 @@ from edgekit.backends.base import (
     installed_versions,
     missing_modules,
     require_scheme,
+    weights_fingerprint,
 )
 from edgekit.errors import ConfigError, ExportError, first_line
 from edgekit.recipe import QuantizeConfig, Recipe, Scheme, ranged
@@ -77,6 +78,9 @@ class OnnxRuntimeBackend:
     keeps_float: ClassVar[bool] = True  # quantize_static's nodes_to_exclude
     sixteen_bit_activations: ClassVar[bool] = True  # QDQ 16-bit tensor overrides (mixed precision)
 
+    def __init__(self) -> None:
+        self._exported: tuple[Any, Any, Path, dict[str, Any]] | None = None  # model, key, file, facts: last export
+
     def versions(self) -> dict[str, str]:
         return installed_versions("torch", "onnx", "onnxruntime", "onnxscript")
 
@@ -112,7 +116,7 @@ class OnnxRuntimeBackend:
         """Export `model` to a float ONNX file, then quantize it into `workdir/model.onnx`."""
         require_scheme(quantize.scheme, self.schemes, self.name)
         reference = workdir / REFERENCE_NAME
-        export_facts = export_onnx(model, io, example_inputs, options.opset, reference)
+        export_facts = self._export(model, io, example_inputs, options.opset, reference)
         scheme, why = quantize.scheme, "asked for by the recipe"
         if scheme is Scheme.AUTO:
             integers = [a for a in example_inputs.values() if np.issubdtype(a.dtype, np.integer)]
@@ -152,6 +156,18 @@ class OnnxRuntimeBackend:
             runtime=runtime,
             warnings=tuple(warnings_found),
         )
+
+    def _export(self, model: Any, io: IoContract, examples: Arrays, opset: int, path: Path) -> dict[str, Any]:
+        """Export the float ONNX file, or copy the one exported for this same model, io and opset (repair steps)."""
+        key = (io, opset, tuple((n, a.shape, a.dtype.str) for n, a in examples.items()), weights_fingerprint(model))
+        cached = self._exported
+        if cached is not None and cached[0] is model and cached[1] == key and cached[2].is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached[2], path)
+            return dict(cached[3])
+        facts = export_onnx(model, io, examples, opset, path)
+        self._exported = (model, key, path, facts)
+        return facts
 
     def layer_errors(
         self,

@@ -284,28 +284,36 @@ class CoreMLBackend:
                 mode="runtime",
                 checked_with=(f"Core ML (coremltools {ct.__version__})"),
             )
-        from edgekit.backends.coreml import proxy as mil
+        return open_proxy(artifact, io)
 
-        try:
-            runner = mil.MilRunner(mil.load_program(artifact))
-        except mil.UnsupportedOpError as exc:
-            raise RunnerUnavailable(
-                f"no Core ML runtime off macOS, and the host stand-in has no kernel for {', '.join(exc.op_types)}; "
-                "check the package on a Mac (examples/ios/check_artifact.py)"
-            ) from exc
 
-        def predict(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            import torch
+def open_proxy(artifact: Path, io: IoContract) -> Runner:
+    """Return the host-side stand-in for a `.mlpackage` (any OS); RunnerUnavailable when it lacks a kernel.
 
-            with torch.no_grad():
-                return runner(feeds)
+    `open()` uses it off macOS; on a Mac, tests compare it with the Core ML runtime.
+    """
+    from edgekit.backends.coreml import proxy as mil
 
-        return Runner(
-            run=_per_sample(io, predict),
-            mode="proxy",
-            checked_with=("proxy: host-side MIL interpreter"),
-            reason=PROXY_REASON,
-        )
+    try:
+        runner = mil.MilRunner(mil.load_program(artifact))
+    except mil.UnsupportedOpError as exc:
+        raise RunnerUnavailable(
+            f"no Core ML runtime off macOS, and the host stand-in has no kernel for {', '.join(exc.op_types)}; "
+            "check the package on a Mac (examples/ios/check_artifact.py)"
+        ) from exc
+
+    def predict(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            return runner(feeds)
+
+    return Runner(
+        run=_per_sample(io, predict),
+        mode="proxy",
+        checked_with=("proxy: host-side MIL interpreter"),
+        reason=PROXY_REASON,
+    )
 
 
 def _float_layers(
@@ -364,8 +372,6 @@ def _per_sample(io: IoContract, predict: Any) -> Any:
 
     def run(feeds: Arrays) -> dict[str, np.ndarray]:
         results = [predict(sample) for sample in samples(io, feeds)]
-        return {
-            name: np.concatenate([np.asarray(r[feature_name(name)]) for r in results]) for name in io.output_names
-        }
+        return {name: np.concatenate([np.asarray(r[feature_name(name)]) for r in results]) for name in io.output_names}
 
     return run

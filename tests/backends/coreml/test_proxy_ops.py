@@ -13,17 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import coremltools as ct  # the test extra installs it: a failing import must fail, not skip
 import numpy as np
 import pytest
+import torch
 
-ct = pytest.importorskip("coremltools")
-torch = pytest.importorskip("torch")
+from edgekit.backends.coreml import proxy_ops, proxy_ops_image, proxy_ops_math, proxy_ops_rnn
+from edgekit.backends.coreml.proxy import MilRunner, UnsupportedOpError, load_program, unsupported_ops
+from edgekit.errors import ExportError
+
 nn = torch.nn
 F = torch.nn.functional
-
-from edgekit.backends.coreml import proxy_ops, proxy_ops_image, proxy_ops_math, proxy_ops_rnn  # noqa: E402
-from edgekit.backends.coreml.proxy import MilRunner, UnsupportedOpError, load_program, unsupported_ops  # noqa: E402
-from edgekit.errors import ExportError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # nn.LSTM's shape checks, traced
 TOLERANCE = 1e-5  # max abs error over max(1, max |reference|): fp32 kernels, reordered sums at most
