@@ -126,10 +126,20 @@ def measure_all(artifacts: dict[str, Path], case: Case, data: Split, runs: int, 
     return figures
 
 
-def build(case: Case, target: str, flow: str, out: Path, folder: Path, extra: tuple[str, ...] = ()) -> dict:
-    """Run one build in a fresh Python process and return its BENCH_RESULT."""
+def build(
+    case: Case,
+    target: str,
+    flow: str,
+    out: Path,
+    folder: Path,
+    extra: tuple[str, ...] = (),
+    *,
+    keep_failed: bool = False,
+) -> dict:
+    """Run one build in a fresh Python process and return its BENCH_RESULT (`keep_failed`: keep a missed gate's)."""
     job = {"case": dataclasses.asdict(case), "target": target, "flow": flow, "out": str(out), "extra": list(extra),
-           "calibration": str(folder / "calibration.npy"), "example": str(folder / "example.npy")}  # fmt: skip
+           "calibration": str(folder / "calibration.npy"), "example": str(folder / "example.npy"),
+           "keep_failed": keep_failed}  # fmt: skip
     env = {
         **os.environ,
         "OLIVE_DISABLE_TELEMETRY": "1",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from edgekit.api import (
     BuildResult,
+    bench,
     build,
     bundle,
     doctor,
@@ -19,6 +20,7 @@ from edgekit.api import (
     run,
     verify,
 )
+from edgekit.benchmark import BenchResult
 from edgekit.errors import EdgekitError, ExitStatus, InternalError
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.recipe import Recipe, Scheme, build_recipe, read_recipe_file
@@ -27,6 +29,7 @@ from edgekit.targets import TargetSpec, load_target
 __version__ = "0.1.0"
 
 __all__ = [
+    "BenchResult",
     "BuildResult",
     "EdgekitError",
     "ExitStatus",
@@ -36,6 +39,7 @@ __all__ = [
     "Scheme",
     "TargetSpec",
     "__version__",
+    "bench",
     "build",
     "build_recipe",
     "bundle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.backends.base import Problem
 from edgekit.compat import untested_versions
-from edgekit.errors import ConfigError, EdgekitError, ExitStatus, InputError, MissingDependencyError
+from edgekit.errors import ConfigError, EdgekitError, ExitStatus, InputError, MissingDependencyError, OutputError
 from edgekit.pipeline import BuildContext, BuildRequest, BuildState, Plan, Reporter, check_order, run_pipeline
 from edgekit.recipe import PruneMethod, Recipe, build_recipe, parse_overrides, parse_table, read_recipe_file
 from edgekit.targets import TargetSpec, load_target
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgekit.artifacts import OpenArtifact
+    from edgekit.benchmark import BenchResult
     from edgekit.environment import Diagnosis
     from edgekit.manifest import Manifest
     from edgekit.verification import VerifyResult
@@ -139,6 +141,7 @@ def build(
     build fails after it started, an older artifact of the same name is moved to `<name>.previous`,
     so that no pipeline takes it for this build's.
     """
+    from edgekit.atomic_folder import identity
     from edgekit.stages import build_stages
     from edgekit.stages.package import artifact_dir, set_aside
 
@@ -164,8 +167,11 @@ def build(
     )
     if request.data is not None and not request.data.exists():
         raise InputError(f"data '{request.data}' does not exist", hint="pass an .npz file or a folder of images")
-    request.out_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=request.out_dir))
+    try:
+        request.out_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=".edgekit-work-", dir=request.out_dir))
+    except OSError as exc:
+        raise output_error(exc, request.out_dir) or exc from None
     ctx = BuildContext(
         plan=plan,
         workdir=workdir,
@@ -173,16 +179,24 @@ def build(
         reporter=reporter or Reporter(),
         allow_accuracy_failure=allow_accuracy_failure,
     )
+    previous = identity(artifact_dir(ctx))  # the artifact a failed build moves aside, and only that one
     try:
         state = run_pipeline(stages, BuildState(warnings=tuple(untested_versions(plan.backend.versions()))), ctx)
     except BaseException as exc:
         judged = getattr(exc, "status", None) in (ExitStatus.ACCURACY_FAILED, ExitStatus.INCONCLUSIVE)
         kept_failed = judged and allow_accuracy_failure  # the new artifact, marked, is in place
-        aside = None if kept_failed else set_aside(artifact_dir(ctx))
-        if aside is not None and isinstance(exc, EdgekitError):
-            exc.message += f"; the previous artifact of this name was moved to {aside}"
+        error = output_error(exc, request.out_dir)
+        try:
+            aside = None if kept_failed else set_aside(artifact_dir(ctx), previous)
+        except OSError:  # the folder that cannot be written cannot take the old artifact aside either
+            aside = None
+        raised = error or exc
+        if aside is not None and isinstance(raised, EdgekitError):
+            raised.message += f"; the previous artifact of this name was moved to {aside}"
         if kept_failed and isinstance(exc, EdgekitError) and (artifact_dir(ctx) / "manifest.json").is_file():
             exc.artifact = artifact_dir(ctx)  # so that callers can read what it measured
+        if error is not None:
+            raise error from exc
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -191,6 +205,29 @@ def build(
 
         raise InternalError("the pipeline ended without packaging an artifact")
     return BuildResult(path=state.path, manifest=state.manifest)
+
+
+def output_error(exc: BaseException, out_dir: Path) -> OutputError | None:
+    """Return an OutputError (exit 9) when `exc`, or an error it wraps, is a failed write: a full disk or a
+    read-only file system anywhere, or a permission refused inside the output folder."""
+    import errno
+
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, OSError) and seen.errno is not None:
+            where = Path(seen.filename) if seen.filename else out_dir
+            inside = where.resolve().is_relative_to(out_dir.resolve())
+            if seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or (
+                seen.errno in (errno.EACCES, errno.EPERM) and inside
+            ):
+                return OutputError(
+                    f"cannot write '{where}': {seen.strerror or os.strerror(seen.errno)}",
+                    hint="free some space, or choose a writable folder with --out",
+                )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def inspect(artifact: str | Path) -> tuple[Manifest, list[str]]:
@@ -257,6 +294,22 @@ def bundle(artifact: str | Path, out: str | Path | None = None) -> Path:
     from edgekit.tarball import bundle_artifact
 
     return bundle_artifact(Path(artifact), Path(out) if out is not None else None)
+
+
+def bench(
+    artifact: str | Path, *, runs: int = 100, warmup: int = 10, profile: bool = False, top: int = 10
+) -> BenchResult:
+    """Time an artifact in its runtime (warm-up, median, p90), measure its peak memory, compare it with float.
+
+    With `profile`, also rank its operators by time with the runtime's own profiler (ONNX Runtime
+    profiling, ExecuTorch ETDump). The float comparison comes from the manifest (the float reference
+    is not kept in the folder). Raises MissingDependencyError (exit 4) when this host has no runtime
+    for the artifact (Core ML off macOS), InputError (exit 5) when a file differs from the manifest.
+    See `edgekit.benchmark` for how each figure is measured.
+    """
+    from edgekit.benchmark import bench_artifact
+
+    return bench_artifact(Path(artifact), runs=runs, warmup=warmup, profile=profile, top=top)
 
 
 def doctor() -> Diagnosis:

@@ -15,8 +15,10 @@ import click
 
 from edgekit import api
 from edgekit.cli_emulator import emulator
+from edgekit.commands.bench import bench
 from edgekit.commands.bundle import bundle
 from edgekit.commands.doctor import doctor
+from edgekit.commands.explain import explain
 from edgekit.commands.output import Console, JsonCommand, call, envelope
 from edgekit.commands.run import run
 from edgekit.errors import EdgekitError, ExitStatus
@@ -153,7 +155,7 @@ def build(model: str, as_json: bool, verbose: bool, traceback: bool, **options: 
         with redirect_stdout(sys.stderr), sigterm_interrupts():
             result = call(partial(api.build, model, reporter=reporter, **options), console, traceback=traceback,
                           details=_kept_artifact)  # fmt: skip
-        for warning in result.manifest.warnings:
+        for warning in (*result.manifest.warnings, *result.manifest.latency.get("warnings", ())):
             reporter.warn(warning)
         summary = summarize(result.manifest, result.path)
         if as_json:
@@ -163,16 +165,33 @@ def build(model: str, as_json: bool, verbose: bool, traceback: bool, **options: 
 
 
 def _kept_artifact(exc: EdgekitError) -> dict[str, Any]:
-    """Return the JSON fields of a failed build: the artifact it kept (--allow-accuracy-failure), metrics, gate."""
-    if exc.artifact is None:
-        return {}
-    from edgekit.manifest import read_manifest
+    """Return the JSON fields of a failed build: the artifact it kept (--allow-accuracy-failure), metrics, gate.
 
-    try:
-        manifest = read_manifest(exc.artifact)
-    except EdgekitError:
-        return {"artifact_dir": exc.artifact}
-    return {"artifact_dir": exc.artifact, **summarize(manifest, exc.artifact)}
+    Without a kept artifact, the metrics and gate are what the build measured before it stopped
+    (`exc.measured`, set by the pipeline); `metrics` and `gate` are always there, empty when nothing ran.
+    """
+    if exc.artifact is not None:
+        from edgekit.manifest import read_manifest
+
+        try:
+            manifest = read_manifest(exc.artifact)
+        except EdgekitError:
+            pass
+        else:
+            return {"artifact_dir": exc.artifact, **summarize(manifest, exc.artifact)}
+    accuracy = dict((exc.measured or {}).get("accuracy", {}))
+    fields: dict[str, Any] = {
+        "accuracy_status": accuracy.get("status"),
+        "reason": accuracy.get("reason"),
+        "metrics": dict(accuracy.get("metrics", {})),
+        "gate": _gate_fields(accuracy.get("gate")),
+        "warnings": list((exc.measured or {}).get("warnings", ())),
+    }
+    return fields if exc.artifact is None else {"artifact_dir": exc.artifact, **fields}
+
+
+def _gate_fields(gate: Any) -> dict[str, Any] | None:
+    return None if not gate else {"rule": gate["rule"], "value": gate["value"], "passed": gate["passed"]}
 
 
 @main.command(cls=JsonCommand)
@@ -284,6 +303,7 @@ def summarize(manifest: Manifest, path: Path) -> dict[str, Any]:
         "metrics": accuracy.metrics,
         "size_bytes": manifest.size.artifact_bytes,
         "size_over_float": manifest.size.artifact_over_float,
+        "pruned_float_bytes": manifest.size.pruned_float_bytes,  # a pruned build; "float" is the unpruned model
         "latency_ms": latency.get("artifact", {}).get("median_ms"),
         "float_latency_ms": latency.get("float", {}).get("median_ms"),
         "latency_over_float": latency.get("artifact_over_float"),
@@ -319,6 +339,9 @@ def render_summary(s: dict[str, Any]) -> str:
     if s["gate"]:
         lines.append(f"  gate     {_gate_line(s['gate'])}")
     ratio = f" ({s['size_over_float']:.2f}x float)" if s["size_over_float"] else ""
+    if s.get("pruned_float_bytes") and s["size_over_float"]:
+        pruned = s["pruned_float_bytes"] / 1e6
+        ratio = f" ({s['size_over_float']:.2f}x the unpruned float; pruned float {pruned:.3f} MB)"
     lines.append(f"size       {s['size_bytes'] / 1e6:.3f} MB{ratio}")
     if s["latency_ms"] is not None:
         lines.append(
@@ -368,6 +391,8 @@ main.add_command(emulator)
 main.add_command(run)
 main.add_command(bundle)
 main.add_command(doctor)
+main.add_command(bench)
+main.add_command(explain)
 
 if __name__ == "__main__":
     main()

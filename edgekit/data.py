@@ -94,8 +94,48 @@ def load_data(
             f"data '{path.name}' is neither an .npz file nor a folder",
             hint="save arrays with numpy.savez(path, inputs=..., labels=...)",
         )
+    check_finite(inputs, path.name)
     provenance = {"path": str(path), "sha256": sha256_of(path)}
     return _split(inputs, labels, names, prep, kind, config, provenance, ordered=ordered)
+
+
+def check_finite(inputs: Arrays, source: str) -> None:
+    """Raise InputError when a floating-point input holds NaN or Inf: every metric on it would mean nothing."""
+    for name, array in inputs.items():
+        if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
+            continue
+        bad = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+        what = " and ".join(k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(array).any())
+        raise InputError(
+            f"data '{source}': input '{name}' holds {what} in {len(bad)} sample(s), the first at index {bad[0]}",
+            hint="remove or repair those samples",
+        )
+
+
+def check_labels(data: Dataset, scores: np.ndarray, output: str) -> None:
+    """Raise InputError when labels cannot be classes of the first output (N, classes): the top-1 gate
+    would measure nothing. Other output shapes leave labels to custom metrics."""
+    labels = data.evaluation_labels
+    if labels is None or scores.ndim != 2 or scores.shape[1] < 2:
+        return
+    classes = scores.shape[1]
+    if data.label_names and len(data.label_names) != classes:
+        raise InputError(
+            f"data has {len(data.label_names)} label names but output '{output}' scores {classes} classes",
+            hint="give one label name per class, in the output's order",
+        )
+    every = labels if data.calibration_labels is None else np.concatenate([labels, data.calibration_labels])
+    whole = np.issubdtype(every.dtype, np.integer) or (
+        np.issubdtype(every.dtype, np.floating) and np.all(np.isfinite(every)) and np.all(every == np.round(every))
+    )
+    if not whole:
+        raise InputError(f"data labels must be class indices (integers); got dtype {every.dtype}")
+    if every.min() < 0 or every.max() >= classes:
+        raise InputError(
+            f"data labels range over {int(every.min())}..{int(every.max())} but output '{output}' scores "
+            f"{classes} classes (0..{classes - 1})",
+            hint="labels are class indices into the first output",
+        )
 
 
 def synthetic_data(config: DataConfig, examples: Arrays) -> Dataset:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 
@@ -21,6 +22,7 @@ class ExitStatus(enum.IntEnum):
     EXPORT_FAILED = 6  # conversion / quantization / lowering failed for this model
     ACCURACY_FAILED = 7  # the artifact ran but missed the accuracy gate
     INCONCLUSIVE = 8  # too few evaluation samples to judge the gate
+    OUTPUT = 9  # the output folder cannot be written: permissions, read-only, disk full
     INTERRUPTED = 130
 
 
@@ -29,6 +31,7 @@ class EdgekitError(Exception):
 
     status: ExitStatus = ExitStatus.INTERNAL
     artifact: Path | None = None  # the artifact folder a failed build kept (--allow-accuracy-failure)
+    measured: Mapping[str, Any] | None = None  # what a failed build had measured (accuracy facts, warnings)
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -61,6 +64,12 @@ class ExportError(EdgekitError):
     """The model could not be quantized, converted or lowered for the target."""
 
     status = ExitStatus.EXPORT_FAILED
+
+
+class OutputError(EdgekitError):
+    """The artifact cannot be written: the output folder is not writable, or the disk is full."""
+
+    status = ExitStatus.OUTPUT
 
 
 class AccuracyGateError(EdgekitError):

@@ -23,6 +23,12 @@ from edgekit.hashing import sha256_of
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+# What varies between two builds of the same inputs lives here, beside the manifest, outside `files` and bundles:
+# the time of the build, host latency and stage timings. `report.html` shows them, so it stays outside too.
+MEASURED = "measured.json"
+MEASURED_FIELDS = ("created", "latency", "build")
+REPORT = "report.html"
+OUTSIDE_REPRODUCIBLE = (MEASURED, REPORT)
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "manifest.schema.json"
 Status = Literal["passed", "failed", "proxy", "skipped", "inconclusive"]
 
@@ -85,6 +91,7 @@ class Size:
     artifact_bytes: int
     float_reference_bytes: int | None = None
     artifact_over_float: float | None = None
+    pruned_float_bytes: int | None = None  # a pruned build: the pruned model in float (the comparison is unpruned)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +100,7 @@ class Manifest:
 
     schema_version: int = SCHEMA_VERSION
     name: str
-    created: str
+    created: str = ""  # UTC time of the build (measured.json)
     target: TargetRecord
     artifact: ArtifactRecord
     edgekit: dict[str, str]
@@ -107,18 +114,26 @@ class Manifest:
     quantize: dict[str, Any]
     export: dict[str, Any]
     accuracy: Accuracy
-    latency: dict[str, Any]
+    latency: dict[str, Any] = field(default_factory=dict)  # host latency (measured.json)
     size: Size
     golden: Golden
     warnings: tuple[str, ...] = ()
     diagnosis: dict[str, Any] = field(default_factory=dict)  # per-layer error when the gate failed (repair ran)
     repair: dict[str, Any] = field(default_factory=dict)  # every repair step tried, measured, and the one kept
-    build: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)  # sha256 of every file but the manifest
+    build: dict[str, Any] = field(default_factory=dict)  # seconds by stage (measured.json)
+    reproducibility: dict[str, Any] = field(default_factory=dict)  # whether the same inputs give the same bytes
+    files: dict[str, str] = field(default_factory=dict)  # sha256 of every file but the manifest and measured facts
 
-    def to_json(self) -> dict[str, Any]:
-        """Return plain JSON values (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+    def to_json(self, *, measured: bool = True) -> dict[str, Any]:
+        """Return plain JSON values (tuples become lists); `measured=False` leaves out MEASURED_FIELDS,
+        which is what manifest.json holds."""
+        table = _plain(dataclasses.asdict(self))
+        return table if measured else {k: v for k, v in table.items() if k not in MEASURED_FIELDS}
+
+    def measured_json(self) -> dict[str, Any]:
+        """Return what measured.json holds: the facts that differ between two builds of the same inputs."""
+        table = _plain(dataclasses.asdict(self))
+        return {"schema_version": self.schema_version, **{k: table[k] for k in MEASURED_FIELDS}}
 
     @classmethod
     def from_json(cls, table: dict[str, Any]) -> Manifest:
@@ -135,10 +150,15 @@ class Manifest:
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
-    """Hash every file in `folder`, write manifest.json, and return the manifest with its hashes."""
+    """Hash every file in `folder`, write manifest.json and measured.json, and return the manifest with its hashes.
+
+    manifest.json holds no measured fact, so two builds of the same inputs write the same bytes; the
+    measured facts go to measured.json (not hashed, not bundled).
+    """
     manifest = dataclasses.replace(manifest, files=file_hashes(folder))
-    text = json.dumps(manifest.to_json(), indent=2, allow_nan=False)
-    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
+    for name, table in ((MANIFEST, manifest.to_json(measured=False)), (MEASURED, manifest.measured_json())):
+        text = json.dumps(table, indent=2, allow_nan=False)
+        (folder / name).write_text(text + "\n", encoding="utf-8")
     return manifest
 
 
@@ -162,14 +182,27 @@ def read_manifest(folder: Path) -> Manifest:
         raise InputError(
             (f"{path} has schema version {version}, older than {SCHEMA_VERSION}"), hint=("rebuild the artifact")
         )
-    return Manifest.from_json(table)
+    return _with_measured(Manifest.from_json(table), folder / MEASURED)
+
+
+def _with_measured(manifest: Manifest, path: Path) -> Manifest:
+    """Return `manifest` with the facts of measured.json, when it is there and readable (it is not hashed:
+    those facts are informational, and nothing is checked against them)."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return manifest
+    if not isinstance(table, dict):
+        return manifest
+    found = {k: table[k] for k in MEASURED_FIELDS if isinstance(table.get(k), str if k == "created" else dict)}
+    return dataclasses.replace(manifest, **found)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    """Hash every top-level entry and golden file except the manifest itself."""
+    """Hash every top-level entry and golden file except the manifest and what is outside reproducibility."""
     hashes: dict[str, str] = {}
     for entry in sorted(folder.iterdir()):
-        if entry.name == MANIFEST:
+        if entry.name in (MANIFEST, *OUTSIDE_REPRODUCIBLE):
             continue
         if entry.is_dir() and entry.suffix != ".mlpackage":
             for file in sorted(p for p in entry.rglob("*") if p.is_file()):

@@ -216,6 +216,11 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> tuple[Any, str]:
             f"'{path.name}' holds a state dict, not a model",
             hint=f"pass the model's factory: edgekit build MODULE:FACTORY --weights {path.name}",
         )
+    if content is not None:  # read safely, yet neither a state dict nor a module: a tensor, a list, a number
+        raise InputError(
+            f"'{path.name}' holds a {type(content).__name__}, not a model",
+            hint="save the model with torch.export.save (a .pt2), or pass MODULE:FACTORY --weights for a state dict",
+        )
     if not allow_pickle:
         raise InputError(
             f"'{path.name}' is a pickled module; loading it would execute code stored in the file",

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgekit.errors import InternalError
+from edgekit.errors import EdgekitError, InternalError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,6 +152,11 @@ def run_pipeline(stages: list[Stage], state: BuildState, ctx: BuildContext) -> B
             continue
         started = time.perf_counter()
         with ctx.reporter.stage(stage.name):
-            state = stage.run(state, ctx)
+            try:
+                state = stage.run(state, ctx)
+            except EdgekitError as exc:
+                if exc.measured is None:  # so that --json can say what a failed build measured
+                    exc.measured = {"accuracy": dict(state.facts.get("accuracy", {})), "warnings": list(state.warnings)}
+                raise
         ctx.timings[stage.name] = round(time.perf_counter() - started, 3)
     return state

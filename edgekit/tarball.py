@@ -1,11 +1,14 @@
 """Pack an artifact folder into a deterministic `.tar.gz`: the same folder always gives the same bytes.
 
-What makes it deterministic: entries sorted by path, every entry's mtime set to the manifest's
-`created` time (whole seconds, UTC), uid and gid 0 with no user or group names, modes 0755 for
-folders and 0644 for files, PAX format, and a gzip header without a timestamp or file name (and a
-fixed compression level). `created` rather than 0 because it is a fact of the artifact (the bundle
-of an unchanged folder never changes) and extracted files get a meaningful date. The bytes also
-depend on zlib: the same zlib gives the same stream.
+What makes it deterministic: entries sorted by path, every entry's mtime set to the build's
+SOURCE_DATE_EPOCH (recorded in the manifest's `reproducibility.source_date_epoch` when the build ran
+with it set, else 0, 1970-01-01), uid and gid 0 with no user or group names, modes 0755 for folders
+and 0644 for files, PAX format, and a gzip header without a timestamp or file name (and a fixed
+compression level). The bytes also depend on zlib: the same zlib gives the same stream.
+
+What varies between two builds of the same inputs stays out: measured.json (build time, host
+latency, timings) and report.html, which shows them. So two builds of the same model, data, recipe
+and toolchain give byte-identical bundles, not only two bundles of one folder.
 
 The files are checked against the manifest first: a changed, missing or unlisted file stops the
 bundle (InputError, exit 5, naming it). Symbolic links are refused: a bundle holds files only.
@@ -16,11 +19,10 @@ from __future__ import annotations
 import gzip
 import os
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edgekit.errors import InputError
-from edgekit.manifest import MANIFEST, Manifest, check_files, read_manifest
+from edgekit.manifest import MANIFEST, OUTSIDE_REPRODUCIBLE, Manifest, check_files, read_manifest
 
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
@@ -48,7 +50,7 @@ def bundle_artifact(folder: Path, out: Path | None = None) -> Path:
             f"the bundle '{out}' would be written inside the artifact folder", hint="choose --out elsewhere"
         )
     entries = _entries(root)
-    mtime = created_epoch(manifest)
+    mtime = source_date(manifest)
     partial = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -72,15 +74,10 @@ def bundle_artifact(folder: Path, out: Path | None = None) -> Path:
     return out
 
 
-def created_epoch(manifest: Manifest) -> int:
-    """Return the manifest's `created` time in whole seconds since 1970 (0 when it cannot be read)."""
-    try:
-        created = datetime.fromisoformat(manifest.created)
-    except ValueError:
-        return 0
-    if created.tzinfo is None:  # read as UTC, never as this host's local time
-        created = created.replace(tzinfo=UTC)
-    return max(0, int(created.timestamp()))
+def source_date(manifest: Manifest) -> int:
+    """Return the SOURCE_DATE_EPOCH the build recorded, in whole seconds since 1970 (0 when it had none)."""
+    epoch = manifest.reproducibility.get("source_date_epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0 else 0
 
 
 def _entries(root: Path) -> list[str]:
@@ -88,6 +85,8 @@ def _entries(root: Path) -> list[str]:
     found = []
     for path in root.rglob("*"):
         relative = path.relative_to(root).as_posix()
+        if relative in OUTSIDE_REPRODUCIBLE:
+            continue
         if path.is_symlink():
             raise InputError(f"artifact entry '{relative}' is a symbolic link; a bundle holds files only")
         if not (path.is_dir() or path.is_file()):

@@ -240,13 +240,24 @@ def export_onnx(model: Any, io: IoContract, example_inputs: Arrays, opset: int, 
                 output_names=io.output_names if single or not dynamo else None, **dynamic,
             )  # fmt: skip
     except Exception as exc:
-        raise ExportError(
-            (f"torch.onnx.export failed: {first_line(exc)}"),
-            hint=("run with --traceback; an unsupported op is named above"),
-        ) from exc
+        op = unsupported_op(str(exc))
+        if op:
+            raise ExportError(
+                f"torch.onnx.export has no ONNX conversion for {op} (opset {opset})",
+                hint=f"replace {op} in the model with supported ops, or try another target; --traceback shows the node",
+            ) from exc
+        raise ExportError(f"torch.onnx.export failed: {first_line(exc)}", hint="run with --traceback") from exc
     if not _single(io) and dynamo:
         name_graph_io(path, io)
     return {"exporter": f"torch.onnx.export(dynamo={dynamo})", "opset": opset, "float_bytes": path.stat().st_size}
+
+
+def unsupported_op(message: str) -> str | None:
+    """Return the ATen op the ONNX exporter names as having no conversion ("aten._linalg_svd"), if it names one."""
+    import re
+
+    found = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", message)
+    return found.group(1) if found else None
 
 
 def _dynamic_axes(io: IoContract) -> dict[str, dict[int, str]] | None:

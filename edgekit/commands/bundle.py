@@ -18,8 +18,9 @@ def bundle(artifact: Path, out: Path | None, as_json: bool, traceback: bool) -> 
     """Pack ARTIFACT (a folder) into a deterministic .tar.gz with its manifest inside.
 
     Every file is checked against the manifest first (exit 5 names a changed file). Bundling the
-    same folder twice gives the same bytes: sorted entries, the manifest's `created` time on every
-    entry, no owner names, fixed modes, no timestamp or name in the gzip header.
+    same folder twice gives the same bytes: sorted entries, the build's SOURCE_DATE_EPOCH (else 0) on
+    every entry, no owner names, fixed modes, no timestamp or name in the gzip header. measured.json and
+    report.html (what varies between builds) stay out, so two builds of the same inputs bundle alike.
     """
     from edgekit import api
     from edgekit.hashing import sha256_of

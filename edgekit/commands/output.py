@@ -3,7 +3,9 @@
 With `--json`, every exit of build, verify, inspect, run and bundle prints exactly one JSON object on
 stdout: `status` ("ok" or "error"; verify keeps its verdict there: passed, proxy, skipped, failed,
 inconclusive), `exit_status`, `ok`, `artifact_dir` (the artifact folder when there is one),
-`warnings`, the command's own fields, and on error `message` and `hint`. Usage errors included.
+`warnings`, the command's own fields, and on error `message` and `hint`. Usage errors included. A failed
+build also holds `metrics`, `gate` and `accuracy_status`: the kept artifact's (--allow-accuracy-failure,
+with `artifact`), else what the build measured before it stopped (empty when nothing was measured).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Recover accuracy after pruning with a short, bounded, seeded fine-tune on the calibration inputs.
 
+It stops after `steps` steps, so the same inputs give the same weights (and artifact) on any machine
+load. Only a positive `time_budget_s` (not the default) may stop it earlier, by wall-clock time; the
+facts then name the budget, and the manifest says the build is not reproducible. No time is recorded
+here: timings vary between runs and belong in measured.json.
+
 Without labels the pruned model learns the float model's outputs (distillation, MSE on the outputs);
 with labels and mode "finetune" it learns the labels (cross-entropy). BatchNorm runs in train mode
 while it learns, so its statistics follow the thinner layers, and the model is put back in eval mode.
@@ -63,7 +68,6 @@ def recover(
         return {
             **facts,
             "steps": 0,
-            "seconds": 0.0,
             "loss_after": before,
             "skipped": "fewer than 2 calibration samples",
         }
@@ -79,7 +83,7 @@ def recover(
         order = torch.randperm(len(x), generator=generator)
         cursor = 0
         while steps < config.steps:
-            if time.perf_counter() - started > config.time_budget_s:
+            if config.time_budget_s > 0 and time.perf_counter() - started > config.time_budget_s:
                 stopped_by = "time_budget_s"
                 break
             if cursor + batch > len(x):
@@ -98,13 +102,13 @@ def recover(
     finally:
         student.eval()
         student.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - started
     after = _loss(student, x, target, loss_fn)
+    budget = {"time_budget_s": config.time_budget_s} if config.time_budget_s > 0 else {}
     return {
         **facts,
         "steps": steps,
         "stopped_by": stopped_by,
-        "seconds": round(seconds, 3),
+        **budget,
         "loss_after": after,
         "batch_size": batch,
         "learning_rate": config.learning_rate,

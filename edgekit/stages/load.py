@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.base import DynamicDim, IoContract, TensorSpec
-from edgekit.data import RESERVED, Arrays, Dataset, check_shape, load_data, take
+from edgekit.data import RESERVED, Arrays, Dataset, check_labels, check_shape, load_data, take
 from edgekit.errors import InputError, first_line
 from edgekit.modelio import load_model
 from edgekit.pipeline import BuildContext, BuildState
@@ -57,6 +57,7 @@ class LoadStage:
                 f"the float model failed on the data ({first_line(exc)})",
                 hint="check the data's shapes and dtypes against the model's inputs: " + _describe(io),
             ) from exc
+        check_labels(data, baseline[io.output_names[0]], io.output_names[0])
         facts = {**loaded.facts, "flattened_outputs": wrapped}
         return state.evolve(
             float_model=module,

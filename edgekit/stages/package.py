@@ -1,23 +1,31 @@
-"""Write the artifact folder atomically: `<out>/<name>-<target>.partial/`, then one rename.
+"""Write the artifact folder atomically: a staging folder of this build's own, then one atomic swap.
 
-A failed or interrupted build leaves no folder that looks finished. The manifest is built here, from
+A failed or interrupted build leaves no folder that looks finished, and two builds of one name into one
+output folder never corrupt each other (see `edgekit.atomic_folder`). Two builds of the same inputs
+write the same bytes: what varies (time, host latency, timings) goes to measured.json. The manifest is built here, from
 the state the earlier stages handed on, and returned in the final state: nothing re-reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgekit import report
+from edgekit.atomic_folder import identity, output_lock, replace_folder, staging_folder
 from edgekit.backends.base import installed_versions
 from edgekit.errors import AccuracyGateError, InconclusiveError, InternalError
 from edgekit.manifest import (
+    MEASURED,
+    OUTSIDE_REPRODUCIBLE,
+    REPORT,
     Accuracy,
     ArtifactRecord,
     Gate,
@@ -31,6 +39,7 @@ from edgekit.manifest import (
 )
 from edgekit.pipeline import BuildContext, BuildState
 from edgekit.recipe import Recipe, recipe_to_table, recipe_to_toml
+from edgekit.stages.prune import unpruned_float_reference
 
 
 class PackageStage:
@@ -56,12 +65,11 @@ class PackageStage:
                 ),
             )
         final = artifact_dir(ctx)
-        staging = final.with_name(final.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = staging_folder(final)
         try:
             manifest = _fill(staging, state, ctx, manifest)
-            _replace(staging, final)
+            with output_lock(final.parent):
+                replace_folder(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -153,7 +161,7 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
             evidence=accuracy.get("evidence", {}),
         ),
         latency=facts.get("latency", {"measured": False}),
-        size=_size(compiled.artifact, compiled.float_reference),
+        size=_size(compiled.artifact, compiled.float_reference, unpruned_float_reference(ctx)),
         golden=Golden(
             count=golden["count"],
             atol=golden.get("atol", 0.0),
@@ -166,7 +174,32 @@ def build_manifest(state: BuildState, ctx: BuildContext) -> Manifest:
         diagnosis=facts.get("diagnosis", {}),
         repair=facts.get("repair", {}),
         build={"seconds_by_stage": dict(ctx.timings)},
+        reproducibility=reproducibility(facts),
     )
+
+
+def reproducibility(facts: dict[str, Any]) -> dict[str, Any]:
+    """Say whether the same inputs rebuild these bytes, and where the facts that vary are.
+
+    Everything but measured.json and report.html is reproducible (same model, data, recipe and
+    toolchain, on the same kind of host): seeded data split and calibration, recovery stopped by
+    steps, sorted JSON, content-derived Core ML package ids. A wall-clock recovery budget breaks it.
+    """
+    why_not = []
+    recovery = facts.get("prune", {}).get("recovery", {})
+    if recovery.get("time_budget_s") is not None:
+        why_not.append(
+            f"prune.recovery.time_budget_s = {recovery['time_budget_s']:g} may stop recovery by wall-clock time "
+            f"(this build: {recovery.get('stopped_by', 'steps')})"
+        )
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return {
+        "reproducible": not why_not,
+        "why_not": "; ".join(why_not),
+        "measured_file": MEASURED,
+        "outside": list(OUTSIDE_REPRODUCIBLE),
+        "source_date_epoch": int(epoch) if epoch.isdigit() else None,
+    }
 
 
 def gate_message(manifest: Manifest) -> str:
@@ -175,22 +208,36 @@ def gate_message(manifest: Manifest) -> str:
     return f"accuracy gate failed: {gate.rule} but measured {gate.value:.3f}"
 
 
-def set_aside(final: Path) -> Path | None:
-    """Move an older artifact of this name to `<name>.previous`, so a failed rebuild never looks like it."""
-    if not final.exists():
+def set_aside(final: Path, previous: tuple[int, int] | None) -> Path | None:
+    """Move the artifact that was at `final` when this build started (`previous`, from `identity()`) to
+    `<name>.previous`, so a failed rebuild never looks like it. An artifact another build has put there
+    since is left alone."""
+    if previous is None or not final.parent.is_dir():
         return None
-    aside = final.with_name(final.name + ".previous")
-    shutil.rmtree(aside, ignore_errors=True)
-    final.rename(aside)
+    with output_lock(final.parent):
+        if identity(final) != previous:
+            return None
+        aside = final.with_name(final.name + ".previous")
+        shutil.rmtree(aside, ignore_errors=True)
+        final.rename(aside)
     return aside
 
 
-def _size(artifact: Path, reference: Path | None) -> Size:
+def _size(artifact: Path, reference: Path | None, unpruned: Path | None) -> Size:
+    """Compare with the user's model in float: the unpruned one when the build pruned (the pruned float beside)."""
     size = size_of(artifact)
+    pruned = size_of(reference) if unpruned is not None and reference is not None and reference.exists() else None
+    if unpruned is not None:
+        reference = unpruned
     if reference is None or not reference.exists():
         return Size(artifact_bytes=size)
     float_size = size_of(reference)
-    return Size(artifact_bytes=size, float_reference_bytes=float_size, artifact_over_float=size / float_size)
+    return Size(
+        artifact_bytes=size,
+        float_reference_bytes=float_size,
+        artifact_over_float=size / float_size,
+        pruned_float_bytes=pruned,
+    )
 
 
 def _fill(folder: Path, state: BuildState, ctx: BuildContext, manifest: Manifest) -> Manifest:
@@ -205,18 +252,8 @@ def _fill(folder: Path, state: BuildState, ctx: BuildContext, manifest: Manifest
         shutil.copytree(ctx.workdir / "golden", folder / "golden")
     header = f"the resolved recipe of this artifact (edgekit {_version()})"
     (folder / "recipe.lock.toml").write_text(recipe_to_toml(resolved_recipe(state, ctx), header), encoding="utf-8")
-    (folder / "report.html").write_text(report.render(manifest.to_json()), encoding="utf-8")
+    (folder / REPORT).write_text(report.render(manifest.to_json()), encoding="utf-8")
     return write_manifest(folder, manifest)
-
-
-def _replace(staging: Path, final: Path) -> None:
-    """Move `staging` to `final`, replacing an older build of the same name."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:

@@ -7,19 +7,25 @@
   would be no smaller; that request is refused.
 
 The float model and the float baseline stay those of the unpruned model: every later metric is
-measured against the model the user gave.
+measured against the model the user gave. So do size and latency: the stage also builds the user's
+unpruned model in float in the target's runtime (`unpruned_float_reference`), and "vs float" compares
+with it; the pruned model in float is shown beside it for reference.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import ConfigError
 from edgekit.pipeline import BuildContext, BuildState
-from edgekit.recipe import PruneMethod, RecoveryMode
+from edgekit.recipe import PruneMethod, QuantizeConfig, RecoveryMode, Scheme
+
+UNPRUNED = "unpruned-float"  # in the work folder: the user's model in float, in the target's runtime
 
 
 class PruneStage:
@@ -119,9 +125,8 @@ class PruneStage:
         facts["top1_before_recovery"] = accuracy.of(model)
         recovery = config.recovery
         if recovery.mode is not RecoveryMode.NONE:
-            ctx.reporter.info(
-                f"recovering: {recovery.mode.value}, up to {recovery.steps} steps / {recovery.time_budget_s:g} s"
-            )
+            budget = f" or {recovery.time_budget_s:g} s (not reproducible)" if recovery.time_budget_s > 0 else ""
+            ctx.reporter.info(f"recovering: {recovery.mode.value}, {recovery.steps} steps{budget}")
         facts["recovery"] = recover(
             model,
             state.float_model,
@@ -139,11 +144,45 @@ class PruneStage:
         if masks:
             facts["sparsity"] = counting.weight_sparsity(model, list(masks))
         ctx.reporter.info(_summary(facts))
+        build_unpruned_float(state, ctx)
         if data.is_synthetic and recovery.mode is not RecoveryMode.NONE:
             state = state.with_warning(
                 "pruning recovery distilled on synthetic inputs: the pruned model's accuracy is unchecked"
             )
         return state.evolve(model=model).with_facts("prune", facts)
+
+
+def build_unpruned_float(state: BuildState, ctx: BuildContext) -> Path | None:
+    """Build the user's model, unpruned, in float in the target's runtime; return where it is.
+
+    Size and latency "vs float" compare with this file: what the user would ship without edgekit.
+    Without an io contract (a stage run on its own) there is nothing to build it for: None.
+    """
+    if state.float_model is None or state.io is None or state.example_inputs is None or state.data is None:
+        return None
+    scratch = ctx.workdir / f"{UNPRUNED}-build"
+    scratch.mkdir(parents=True, exist_ok=True)
+    compiled = ctx.backend.compile(
+        state.float_model, state.io, state.example_inputs, state.data.calibration, QuantizeConfig(scheme=Scheme.FP32),
+        ctx.plan.options, scratch, metadata={"preprocessing": dict(state.data.preprocessing)},
+    )  # fmt: skip
+    reference = compiled.float_reference or compiled.artifact
+    kept = _unpruned_path(ctx)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(reference, kept)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return kept
+
+
+def unpruned_float_reference(ctx: BuildContext) -> Path | None:
+    """Return the user's unpruned model in float, in the target's runtime, when this build pruned it."""
+    path = _unpruned_path(ctx)
+    return path if path.exists() else None
+
+
+def _unpruned_path(ctx: BuildContext) -> Path:
+    suffix = Path(ctx.backend.artifact_name).suffix  # .onnx, .pte, .mlpackage
+    return ctx.workdir / UNPRUNED / f"model{suffix}"
 
 
 def check_request(ctx: BuildContext, *, has_labels: bool) -> None:

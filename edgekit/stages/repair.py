@@ -76,7 +76,6 @@ class _Step:
             "metrics": metrics,
             "gate_passed": self.gate_passed,
             "artifact_bytes": size_of(self.compiled.artifact) if self.compiled else None,
-            "latency_ms": self.latency_ms,
             "float_layers": list(self.quantize.keep_float),
             "int16_layers": list(self.quantize.int16_activations),
         }
@@ -164,9 +163,9 @@ class _Ladder:
             self.diagnosis = {"tool": "failed", "notes": [f"per-layer diagnosis failed: {first_line(exc)}"]}
             return []
         layers = [dataclasses.asdict(layer) for layer in report.layers]
+        ctx.timings["repair.diagnosis"] = round(time.perf_counter() - started, 2)  # measured.json, with the stages
         self.diagnosis = {
             "tool": report.tool,
-            "seconds": round(time.perf_counter() - started, 2),
             "samples": min(count, state.data.evaluation_count),
             "layers": layers,
             "notes": list(report.notes),
@@ -207,6 +206,8 @@ class _Ladder:
             "not_tried": [ladder.NOT_A_RUNG],
         }  # fmt: skip
         state = self.state.with_facts("repair", repair).with_facts("diagnosis", self.diagnosis)
+        if any(s.latency_ms is not None for s in self.steps):  # a measurement: it goes to measured.json
+            state = state.with_facts("latency", {"repair_steps_ms": [s.latency_ms for s in self.steps]})
         if index == 0:
             return state
         assert chosen.compiled is not None  # noqa: S101 - chosen among measured steps

@@ -7,6 +7,7 @@ when nothing on this host can run the artifact (the reason is recorded and the a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -153,16 +154,21 @@ def _measure_latency(state: BuildState, ctx: BuildContext, runner: Runner) -> Bu
     assert compiled is not None and io is not None and examples is not None  # noqa: S101 - run() checked
     if runner.mode != "runtime" or compiled.float_reference is None:
         return state.with_facts("latency", {"measured": False, "reason": "the artifact's runtime is not on this host"})
+    from edgekit.stages.prune import unpruned_float_reference
+
     reference = ctx.backend.open(compiled.float_reference, io, ctx.plan.options)
+    runners: dict[str, Callable[[Any], object]] = {"float": reference.run, "artifact": runner.run}
+    unpruned = unpruned_float_reference(ctx)
+    if unpruned is not None:  # "vs float" is the user's model; the pruned float is shown for reference
+        runners = {"float": ctx.backend.open(unpruned, io, ctx.plan.options).run, "pruned_float": reference.run,
+                   "artifact": runner.run}  # fmt: skip
     cfg = ctx.recipe.latency
-    timed = latency.measure(
-        {"float": reference.run, "artifact": runner.run}, dict(examples), warmup=cfg.warmup, runs=cfg.runs
-    )
+    timed = latency.measure(runners, dict(examples), warmup=cfg.warmup, runs=cfg.runs)
     ratio = timed["artifact"]["median_ms"] / timed["float"]["median_ms"]
     facts = {"measured": True, "where": "this build host (not the device)", **timed, "artifact_over_float": ratio}
-    state = state.with_facts("latency", facts)
     if ratio > 1.0 and ctx.recipe.quantize.scheme.value not in ("fp32", "fp16"):
-        state = state.with_warning(
+        # A measured fact: it lives with the latency in measured.json, not in the reproducible warnings.
+        facts["warnings"] = [
             f"the quantized artifact is not faster than float on this host ({ratio:.2f}x float latency)"
-        )
-    return state
+        ]
+    return state.with_facts("latency", facts)

@@ -34,6 +34,50 @@ def test_a_kept_gate_failure_reports_its_path_metrics_and_gate(cli: CliRunner, t
     assert "accuracy gate failed" in found["message"]
 
 
+@pytest.fixture(scope="module")
+def collapsing_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Return (model.pt2, data.npz) of a model whose static int8 build really loses accuracy (see OutlierMLP)."""
+    import numpy as np
+    import torch
+
+    from tests.cli.test_trust import OutlierMLP
+
+    folder = tmp_path_factory.mktemp("collapse")
+    model = OutlierMLP().eval()
+    inputs = np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(inputs)).argmax(1).numpy()
+    torch.export.save(torch.export.export(model, (torch.from_numpy(inputs[:1]),)), str(folder / "collapse.pt2"))
+    np.savez(folder / "data.npz", inputs=inputs, labels=labels)
+    return folder / "collapse.pt2", folder / "data.npz"
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["nothing-kept", "kept"])
+def test_a_real_accuracy_drop_reports_metrics_gate_error_and_hint(
+    cli: CliRunner, collapsing_model: tuple[Path, Path], tmp_path: Path, keep: bool
+) -> None:
+    model, data = collapsing_model
+    out = tmp_path / "dist"
+    # repair off: the repair ladder would rescue this model, and the test is about an unrepaired failure
+    args = ["build", str(model), "--target", "rpi", "--data", str(data), "--out", str(out),
+            "--set", "latency.enabled=false", "--set", "quantize.scheme=int8-static",
+            "--set", "repair.enabled=false", "--json"]  # fmt: skip
+
+    result = cli.invoke(main, args + (["--allow-accuracy-failure"] if keep else []))
+
+    found = json.loads(result.stdout)  # one object, nothing else on stdout
+    assert result.exit_code == ExitStatus.ACCURACY_FAILED == found["exit_status"], result.stderr
+    assert found["status"] == "error" and not found["ok"] and found["accuracy_status"] == "failed"
+    assert found["metrics"]["top1_drop"] > 50 and found["metrics"]["float_top1"] == 100.0  # int8 collapsed
+    assert found["gate"] == {"rule": "top1_drop <= 1.0", "value": found["metrics"]["top1_drop"], "passed": False}
+    assert found["message"].startswith("accuracy gate failed: top1_drop <= 1.0") and isinstance(found["warnings"], list)
+    if keep:
+        assert found["artifact_dir"] == str(out / "collapse-rpi") and Path(found["artifact"]).is_file()
+    else:
+        assert found["artifact_dir"] is None and "artifact" not in found and not list(out.iterdir())
+        assert "--allow-accuracy-failure" in found["hint"]
+
+
 @pytest.mark.parametrize(
     ("args", "status", "needle"),
     [
@@ -51,6 +95,8 @@ def test_a_failed_build_prints_one_object_with_message_and_hint(
     assert result.exit_code == status == found["exit_status"]
     assert found["status"] == "error" and needle in found["message"] and "hint" in found
     assert found["artifact_dir"] is None and found["warnings"] == []
+    if status != ExitStatus.USAGE:  # nothing was measured before the error: the fields are there, empty
+        assert found["metrics"] == {} and found["gate"] is None
 
 
 def test_a_successful_build_prints_status_ok(cli: CliRunner, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,14 @@ WEIGHT_OPS = {"conv": "weight", "conv_transpose": "weight", "linear": "weight", 
 
 
 def convert(
-    model: Any, io: IoContract, examples: Arrays, *, precision: str, minimum_target: str, compute_units: str
+    model: Any,
+    io: IoContract,
+    examples: Arrays,
+    *,
+    precision: str,
+    minimum_target: str,
+    compute_units: str,
+    tagger: Callable[[Any], None] | None = None,
 ) -> tuple[Any, str, list[dict[str, Any]]]:
     """Convert `model` to an ML program; return it, the frontend that worked and the graph rewrites applied.
 
@@ -28,16 +37,20 @@ def convert(
     Ops coremltools lacks are rewritten (`edgekit.rewrites.COREML`), and a failed conversion is retried
     from the core ATen graph (`exported.py`). Should torch.export or its conversion still fail, the
     TorchScript frontend (`torch.jit.trace`) converts the same model; if it cannot either, the error
-    names the op, node and source line of the first failure.
+    names the op, node and source line of the first failure. `tagger` sees the exported program just
+    before conversion (layers.LayerTagger marks each node with its debug handle).
     """
     import coremltools as ct
     import torch
 
     # Core ML has no int64 tensors: token ids enter as int32 (the manifest says so).
-    inputs = [ct.TensorType(name=t.name, shape=_shape(t), dtype=np.dtype(coreml_dtype(t.dtype))) for t in io.inputs]
+    inputs = [
+        ct.TensorType(name=feature_name(t.name), shape=_shape(t), dtype=np.dtype(coreml_dtype(t.dtype)))
+        for t in io.inputs
+    ]
     kwargs = dict(
         inputs=inputs,
-        outputs=[ct.TensorType(name=name) for name in io.output_names],
+        outputs=[ct.TensorType(name=feature_name(name)) for name in io.output_names],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, minimum_target),
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
@@ -47,7 +60,7 @@ def convert(
     sample = tuple(torch.from_numpy(np.ascontiguousarray(examples[name])) for name in io.input_names)
     try:  # rewrites what coremltools lacks, retries from core ATen (exported.py)
         dynamic = export_dynamic_shapes(io)
-        mlmodel, rewrites = convert_exported(model, sample, kwargs, prepare=_spell_out_max_pool_stride, dynamic=dynamic)
+        mlmodel, rewrites = convert_exported(model, sample, kwargs, prepare=_prepare(tagger), dynamic=dynamic)
         return mlmodel, "torch.export", rewrites
     except ConversionFailed as failed:  # retried through TorchScript below; its error names the first op that failed
         first = failed.error
@@ -73,6 +86,17 @@ def _shape(spec: TensorSpec) -> Any:
     return ct.Shape(shape=dims)
 
 
+def _prepare(tagger: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """Return the edit made to the exported program before conversion; `tagger` (layers.LayerTagger) runs last."""
+
+    def prepare(program: Any) -> None:
+        _spell_out_max_pool_stride(program)
+        if tagger is not None:
+            tagger(program)
+
+    return prepare
+
+
 def _spell_out_max_pool_stride(program: Any) -> None:
     import torch
 
@@ -83,31 +107,38 @@ def _spell_out_max_pool_stride(program: Any) -> None:
     program.graph_module.recompile()
 
 
-def weight_config(threshold: int, granularity: str = "per_channel") -> Any:
-    """Return the int8 symmetric weight config of the W8 scheme (per channel unless told otherwise)."""
+def weight_config(threshold: int, granularity: str = "per_channel", skip: Iterable[str] = ()) -> Any:
+    """Return the int8 symmetric weight config of the W8 scheme (per channel unless told otherwise).
+
+    The weights of the ops named in `skip` stay float (`op_name_configs` maps them to None).
+    """
     import coremltools.optimize.coreml as cto
 
     op = cto.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity=granularity, weight_threshold=threshold
     )
-    return cto.OptimizationConfig(global_config=op)
+    return cto.OptimizationConfig(global_config=op, op_name_configs=dict.fromkeys(skip))
 
 
-def quantize_activations(mlmodel: Any, stats: dict[str, dict[str, float]]) -> Any:
+def quantize_activations(mlmodel: Any, stats: dict[str, dict[str, float]], skip: Iterable[str] = ()) -> Any:
     """Insert int8 quantize/dequantize pairs using precomputed activation ranges.
 
     This is `coremltools.optimize.coreml.linear_quantize_activations` with its calibration step
     replaced: coremltools calibrates by running the model in the Core ML runtime, which exists only on
-    macOS. The ranges come from `proxy.activation_ranges`; the graph passes are coremltools' own.
+    macOS. The ranges come from `proxy.activation_ranges`; the graph passes are coremltools' own. The
+    ops named in `skip` quantize neither their input nor their output (`op_name_configs` to None, and
+    the pairs their consumers put on their outputs removed).
     """
     import coremltools.optimize.coreml as cto
 
     from edgekit.backends.coreml._private import insert_activation_quantization
 
+    skipped = frozenset(skip)
     config = cto.OptimizationConfig(
-        global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric")
+        global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"),
+        op_name_configs=dict.fromkeys(skipped),
     )
-    return insert_activation_quantization(mlmodel, config, stats)
+    return insert_activation_quantization(mlmodel, config, stats, float_outputs=skipped)
 
 
 def set_contract(mlmodel: Any, io: IoContract, contract: Mapping[str, Any]) -> None:
@@ -129,10 +160,36 @@ def set_contract(mlmodel: Any, io: IoContract, contract: Mapping[str, Any]) -> N
     mlmodel.short_description = (
         f"edgekit {contract.get('scheme', '')} model. Inputs {inputs}: {how}. Outputs {outputs}{scores}"
     )
+    renamed = {name: feature_name(name) for name in (*io.input_names, *io.output_names) if feature_name(name) != name}
+    if renamed:
+        meta["edgekit.feature_names"] = json.dumps(renamed)  # for the app: tensor name -> Core ML feature name
     for name in io.input_names:
-        mlmodel.input_description[name] = json.dumps(prep) if prep else "model input"
+        mlmodel.input_description[feature_name(name)] = json.dumps(prep) if prep else "model input"
     for name in io.output_names:
-        mlmodel.output_description[name] = "scores, one per entry of edgekit.labels" if labels else "model output"
+        mlmodel.output_description[feature_name(name)] = (
+            "scores, one per entry of edgekit.labels" if labels else "model output"
+        )
+
+
+# Words of Core ML's MIL language, which coremltools 9.0 refuses as feature names (NameSanitizer.sanitize_name,
+# coremltools/converters/mil/mil/passes/defs/preprocess.py): it would rename `state` to `state_workaround`.
+MIL_RESERVED = frozenset(
+    "any bool program func tensor list dict tuple true false string bf16 fp16 fp32 fp64 int8 int16 int32 int64 "
+    "uint8 uint16 uint32 uint64 state".split()
+)
+
+
+def feature_name(name: str) -> str:
+    """Return the Core ML feature name of an input or output: `name`, unless MIL takes it as a word of its own.
+
+    A reserved word gains a `_` (`state` -> `state_`), other characters than [A-Za-z0-9_] become `_`,
+    and a leading digit gains a `_`. The manifest, golden files and data keep the user's names;
+    the package's metadata `edgekit.feature_names` lists the renamed ones, and the runners translate.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not re.match(r"[A-Za-z_]", safe):
+        safe = f"_{safe}"
+    return f"{safe}_" if safe in MIL_RESERVED else safe
 
 
 def coreml_dtype(dtype: str) -> str:
@@ -191,8 +248,11 @@ def compression_facts(program: Any) -> dict[str, Any]:
         "float_weights": len(floating),
         "quantized_weight_elements": quantized_elements,
         "float_weight_elements": float_elements,
-        "quantized_ops": quantized,
-        "float_ops": floating,
+        # {op type: count}, as every backend writes them (the report reads them so); the names beside
+        "quantized_ops": dict(Counter(name.split(":")[0] for name in quantized)),
+        "float_ops": dict(Counter(name.split(":")[0] for name in floating)),
+        "quantized_op_names": quantized,
+        "float_op_names": floating,
         "sparse_weights": len(sparse),
         "constexpr_ops": {k: v for k, v in counts.items() if k in stored and v},
         "activation_quantize_ops": counts["quantize"],
