@@ -71,10 +71,15 @@ def rewrite_for_executorch(program: torch.export.ExportedProgram) -> torch.expor
 
 
 def lower_to_pte(program: torch.export.ExportedProgram, path: Path) -> dict[str, Any]:
-    """Delegate to XNNPACK, write the .pte at `path`, and return facts about what was delegated."""
+    """Delegate to XNNPACK, write the .pte at `path`, and return facts about what was delegated.
+
+    LSTMs become loops first (`_executorch_lstm`); that rewrite is added to the ones
+    `edgekit.rewrites.applied_rewrites(program)` reports.
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    program = _lstms_as_loops(program)
     try:
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     except Exception as exc:  # exir raises SpecViolationError, RuntimeError, ...
@@ -94,6 +99,20 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: Path) -> dict[str,
         "kernels": kernel_libraries(operators),
         "pte_bytes": path.stat().st_size,
     }
+
+
+def _lstms_as_loops(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Return `program` with each aten.lstm as a scan loop; record the rewrite on `program` for the build facts."""
+    from edgekit.backends._executorch_lstm import LSTM_AS_SCAN
+    from edgekit.rewrites import apply
+    from edgekit.rewrites._graph import META_KEY
+
+    rewritten = apply(program, (LSTM_AS_SCAN,))
+    if rewritten.applied:
+        meta = program.graph_module.meta
+        done = {entry["name"] for entry in meta.get(META_KEY, [])}
+        meta[META_KEY] = [*meta.get(META_KEY, []), *(a for a in rewritten.applied if a["name"] not in done)]
+    return rewritten.program
 
 
 def delegation_facts(graph: torch.fx.GraphModule) -> dict[str, Any]:

@@ -61,6 +61,11 @@ class _Step:
     def gate_passed(self) -> bool | None:
         return (self.accuracy.get("gate") or {}).get("passed")
 
+    @property
+    def eligible(self) -> bool:
+        """Whether this step may be kept: it was measured and something in it still runs in int8."""
+        return self.compiled is not None and self.status == "measured"
+
     def score(self) -> tuple[int, float]:
         """More gate rules passed first, then the primary output's SQNR."""
         rules = (self.accuracy.get("gate") or {}).get("rules", [])
@@ -97,7 +102,7 @@ class _Ladder:
         methods = offered if calibrated else []
         if self._try_all(ladder.calibration_rungs(base, methods)):
             return self._finish("passed")
-        base = max(self.steps, key=_Step.score).quantize
+        base = max((s for s in self.steps if s.eligible), key=_Step.score).quantize
         ranked = self._diagnose(base)
         if isinstance(self.ctx.backend, KeepsFloat) and ranked and recipe.repair.max_float_layers > 0:
             probes = ladder.single_layer_rungs(base, ranked, min(_PROBES, recipe.repair.max_float_layers))
@@ -123,7 +128,7 @@ class _Ladder:
             step = self._attempt(attempt)
             self.steps.append(step)
             self.ctx.reporter.info(f"repair step {len(self.steps) - 1} ({attempt.name}): {_gate_line(step)}")
-            if step.gate_passed:
+            if step.gate_passed and step.eligible:
                 return True
         return False
 
@@ -135,7 +140,10 @@ class _Ladder:
             compiled = compile_with(state, ctx, attempt.quantize, workdir)
             quantize = dataclasses.replace(attempt.quantize, scheme=compiled.scheme)  # the attempt's, not the base's
             measured = _measure(compiled, state, ctx)
-            return dataclasses.replace(measured, name=attempt.name, change=attempt.change, quantize=quantize)
+            status = "measured" if _int8_left(compiled) else "not a repair: no compute op is left in int8"
+            return dataclasses.replace(
+                measured, name=attempt.name, change=attempt.change, quantize=quantize, status=status
+            )
         except EdgekitError as exc:
             failed = {"gate": {"passed": None}, "metrics": {}}
             return _Step(attempt.name, attempt.change, attempt.quantize, None, failed, None, f"failed: {exc.message}")
@@ -146,7 +154,7 @@ class _Ladder:
         if not isinstance(backend, Inspectable):
             self.diagnosis = {"tool": "none", "notes": [f"the {backend.name} backend cannot name layers"]}
             return []
-        chosen = max(self.steps, key=_Step.score)
+        chosen = max((s for s in self.steps if s.eligible), key=_Step.score)
         assert state.data is not None and state.io is not None  # noqa: S101 - run() checked
         count = ctx.recipe.repair.diagnosis_samples
         samples = {name: array[:count] for name, array in state.data.evaluation.items()}
@@ -186,7 +194,7 @@ class _Ladder:
         return probed + [m for m in ranked if m not in gains]
 
     def _finish(self, outcome: str) -> BuildState:
-        measured = [s for s in self.steps if s.compiled is not None]
+        measured = [s for s in self.steps if s.eligible or s is self.steps[0]]
         passing = [s for s in measured if s.gate_passed]
         chosen = passing[0] if passing else max(measured, key=_Step.score)
         index = self.steps.index(chosen)
@@ -234,6 +242,13 @@ def _measure(compiled: Compiled, state: BuildState, ctx: BuildContext) -> _Step:
     quantize = state.quantize or ctx.recipe.quantize
     quantize = dataclasses.replace(quantize, scheme=compiled.scheme)
     return _Step("as built", "none", quantize, compiled, accuracy, _latency_ms(runner, state, ctx))
+
+
+def _int8_left(compiled: Compiled) -> bool:
+    """Whether any compute op of `compiled` runs in int8 (a build with every layer in float repairs nothing)."""
+    quantize = compiled.facts.get("quantize", {})
+    counts = ("quantized_ops", "quantized_count", "activation_quantize_ops")  # Core ML: activations count too
+    return any(bool(quantize.get(key)) for key in counts)
 
 
 def _latency_ms(runner: Runner, state: BuildState, ctx: BuildContext) -> float | None:

@@ -19,23 +19,25 @@ from tests.conftest import DIGITS, ROOT, assert_valid_manifest
 
 
 class OutlierMLP(nn.Module):
-    """16 -> 32 -> 10 with one hidden unit 10^4 times larger than the rest, which the output ignores.
+    """16 -> 32 -> 32 -> 10 with one hidden unit 10^4 times larger than the rest, which the next layer ignores.
 
     Per-tensor int8 activations must cover that unit's range, so every other hidden unit rounds to
     zero: float is 100% by construction, static int8 collapses to chance. A real accuracy failure.
+    Repair must leave `hidden` in float and let `head` read it in float; `classifier` can stay int8,
+    so a repaired artifact is not float in all but name.
     """
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.hidden, self.head = nn.Linear(16, 32), nn.Linear(32, 10)
+        self.hidden, self.head, self.classifier = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 10)
         with torch.no_grad():
             self.hidden.weight[0] *= 1e4
             self.hidden.bias[0] = 1e4
             self.head.weight[:, 0] = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.hidden(x)))
+        return self.classifier(torch.relu(self.head(torch.relu(self.hidden(x)))))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_verify_and_inspect_report_a_kept_failure(cli: CliRunner, outlier: tuple
     folder = tmp_path / "outlier-rpi"
     assert built.exit_code == ExitStatus.ACCURACY_FAILED and folder.is_dir()
     manifest = assert_valid_manifest(folder)
-    assert manifest["accuracy"]["status"] == "failed" and manifest["accuracy"]["metrics"]["top1_drop"] > 50
+    assert manifest["accuracy"]["status"] == "failed" and manifest["accuracy"]["metrics"]["top1_drop"] > 30
 
     verified = cli.invoke(main, ["verify", str(folder)])
     inspected = cli.invoke(main, ["inspect", str(folder)])
