@@ -263,7 +263,9 @@ def test_sigint_mid_build_exits_130_and_leaves_nothing(tmp_path: Path, private_c
     args = [sys.executable, "-m", "edgekit.cli", "build", "--target", "rpi", MODEL, "--data", str(DIGITS / "data.npz"),
             "--out", str(out)]  # fmt: skip
     env = {**os.environ, "XDG_CACHE_HOME": str(private_cache)}
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell's background job (`nohup ... &`) starts with SIGINT ignored, and Python keeps that: restore Ctrl-C.
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert process.stderr is not None
     seen: list[str] = []
     while not (seen and seen[-1].startswith("  load done")):  # other lines may come first (a warning, a log note)
