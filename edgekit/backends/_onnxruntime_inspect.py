@@ -1,4 +1,4 @@
-"""ONNX graphs seen as torch layers: naming, float/16-bit plans, calibration ranges and per-layer errors.
+"""ONNX graphs seen as torch layers: naming, float/16-bit plans and per-layer errors.
 
 The dynamo exporter records each node's torch scopes in its metadata (`pkg.torch.onnx.name_scopes`,
 e.g. `['', 'features', 'features.3', 'features.3.0', 'conv2d_1']`); a parameter keeps its torch name
@@ -14,8 +14,6 @@ its float self. Heavy imports stay inside the functions.
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -27,10 +25,9 @@ import numpy as np
 
 from edgekit.backends._layers import covered
 from edgekit.backends.base import Arrays, LayerError, LayerReport
-from edgekit.errors import ExportError
 
 if TYPE_CHECKING:
-    from edgekit.recipe import QuantizeConfig
+    pass
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 # Ops that hand a layer's output on unchanged in kind: a float layer's output stays float through them.
@@ -167,118 +164,6 @@ class _Graph:
         return list(path), list(readers)
 
 
-def quantize_static_qdq(
-    prepared: Path, out: Path, config: QuantizeConfig, calibration: Arrays, layers: list[OnnxLayer], workdir: Path
-) -> dict[str, Any]:
-    """Calibrate, plan float/16-bit layers and run quantize_static (QDQ); return the facts."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.execution_providers.qnn.mixed_precision_overrides_utils import (
-        MixedPrecisionTensorQuantOverridesFixer,
-    )
-    from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper
-
-    samples = min((len(a) for a in calibration.values()), default=0)
-    if samples == 0:
-        raise ExportError("int8-static needs calibration samples and there are none", hint="give --data")
-    method = config.calibration_method.value
-    cache, moved, ranges = calibrate(prepared, method, feeds(calibration), workdir)
-    model = onnx.load(str(prepared))
-    plan = precision_plan(model, layers, config.keep_float, config.int16_activations)
-    options: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
-    if plan.int16_tensors:
-        overrides = TensorQuantOverridesHelper({t: [{"quant_type": QuantType.QUInt16}] for t in plan.int16_tensors})
-        fixer = MixedPrecisionTensorQuantOverridesFixer.create_from_model(overrides, model, QuantType.QUInt8)
-        fixer.apply(QuantType.QUInt8, default_activation_symmetric=False)
-        options["TensorQuantOverrides"] = overrides.get_dict()
-    enum_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
-    quantize_static(
-        str(prepared), str(out), None, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(plan.exclude),
-        calibrate_method=enum_method, extra_options=options, calibration_cache_path=str(cache),
-    )  # fmt: skip
-    warnings_found = []
-    if method != "minmax" and moved == 0:
-        warnings_found.append(
-            f"calibration_method {method} gave every activation its min-max range: the artifact equals min-max's"
-        )
-    return {
-        "format": "QDQ",
-        "activations": "uint8 (calibrated)" + (", 16-bit where listed in int16_layers" if plan.int16_layers else ""),
-        "weights": "int8 symmetric",
-        "per_channel": config.per_channel,
-        "calibration_method": method,
-        "calibration_samples": samples,
-        "calibration_ranges_moved_from_minmax": None if method == "minmax" else f"{moved} of {ranges}",
-        "float_layers": [
-            {**layer, "why": "quantize.keep_float" + (f"; {', '.join(layer['also_float'])} read its float output"
-                                                      if layer["also_float"] else "")}
-            for layer in plan.float_layers
-        ],
-        "int16_layers": [{**layer, "why": "quantize.int16_activations"} for layer in plan.int16_layers],
-        "nodes_excluded": list(plan.exclude),
-        "warnings": warnings_found,
-    }  # fmt: skip
-
-
-def calibrate(
-    model_path: Path, method: str, samples: Iterable[dict[str, np.ndarray]], workdir: Path
-) -> tuple[Path, int, int]:
-    """Compute activation ranges with ONNX Runtime's calibrator; return (cache file, ranges moved, ranges).
-
-    `quantize_static` forwards no histogram size to its entropy calibrator, whose defaults (128 bins
-    and 128 quantized bins) leave one candidate threshold: the full range, i.e. min-max. Calibrating
-    here with 2048 bins (the percentile calibrator's default, and TensorRT's) lets entropy clip;
-    the ranges go to `quantize_static` through its calibration cache. "Moved" counts the tensors whose
-    effective range differs from the observed min-max.
-    """
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    enum_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
-    options = {"num_bins": 2048, "num_quantized_bins": 128} if method == "entropy" else {}
-    calibrator = create_calibrator(
-        model_path, sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),
-        augmented_model_path=str(workdir / f"calibration-{method}.onnx"), calibrate_method=enum_method,
-        extra_options=options,
-    )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress to stdout
-        calibrator.collect_data(_Reader(samples))
-        ranges = calibrator.compute_data()
-    cache = workdir / f"calibration-{method}.json"
-    save_tensors_data(ranges, cache)
-    observed = getattr(getattr(calibrator, "collector", None), "histogram_dict", None) or {}
-    moved = sum(_moved(ranges[name].range_value, seen[2], seen[3]) for name, seen in observed.items() if name in ranges)
-    return cache, moved, len(ranges.data)
-
-
-def _moved(calibrated: tuple[Any, Any], low: Any, high: Any) -> bool:
-    """Whether a uint8 range differs from min-max: quantization uses [min(lo, 0), max(hi, 0)]."""
-    lo, hi = min(float(calibrated[0]), 0.0), max(float(calibrated[1]), 0.0)
-    seen_lo, seen_hi = min(float(low), 0.0), max(float(high), 0.0)
-    tolerance = 1e-6 * max(seen_hi - seen_lo, 1e-12)
-    return abs(lo - seen_lo) > tolerance or abs(hi - seen_hi) > tolerance
-
-
-class _Reader:
-    """A CalibrationDataReader over an iterable of feeds."""
-
-    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
-        self._feeds = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
-def feeds(arrays: Arrays) -> list[dict[str, np.ndarray]]:
-    """Split named arrays into batch-1 feeds (edgekit exports batch-1 graphs)."""
-    count = min((len(a) for a in arrays.values()), default=0)
-    return [{name: np.ascontiguousarray(a[i : i + 1]) for name, a in arrays.items()} for i in range(count)]
-
-
 def layer_errors(float_path: Path, qdq_path: Path, samples: Arrays, workdir: Path) -> LayerReport:
     """Measure each quantized layer's own error with qdq_loss_debug, worst first.
 
@@ -294,6 +179,8 @@ def layer_errors(float_path: Path, qdq_path: Path, samples: Arrays, workdir: Pat
     float_debug, qdq_debug = workdir / "float-debug.onnx", workdir / "qdq-debug.onnx"
     debug.modify_model_output_intermediate_tensors(str(float_path), str(float_debug))
     debug.modify_model_output_intermediate_tensors(str(qdq_path), str(qdq_debug))
+    from edgekit.backends._onnxruntime_quantize import feeds  # not at the top: that module imports this one
+
     inputs = feeds(samples)
     float_acts = debug.collect_activations(str(float_debug), inputs)
     qdq_acts = debug.collect_activations(str(qdq_debug), inputs)

@@ -14,7 +14,6 @@ import enum
 import os
 import shutil
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.architecture import choose_int8_scheme
-from edgekit.backends._layers import check_layer_paths
+from edgekit.backends._onnxruntime_quantize import quantize_onnx, quantized_ops
 from edgekit.backends.base import (
     Arrays,
     Compiled,
@@ -37,7 +36,7 @@ from edgekit.backends.base import (
     require_scheme,
     weights_fingerprint,
 )
-from edgekit.errors import ConfigError, ExportError, first_line
+from edgekit.errors import ExportError, first_line
 from edgekit.recipe import QuantizeConfig, Recipe, Scheme, ranged
 
 REFERENCE_NAME = Path("reference") / "model-fp32.onnx"
@@ -292,129 +291,8 @@ def name_graph_io(path: Path, io: IoContract) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_onnx(
-    source: Path, out: Path, scheme: Scheme, config: QuantizeConfig, calibration: Arrays, workdir: Path
-) -> dict[str, Any]:
-    """Write `out`: a copy of `source` for fp32, else static QDQ or dynamic int8; return how it was done.
-
-    Static QDQ honours `config.keep_float` (nodes_to_exclude) and `config.int16_activations` (16-bit
-    tensor overrides, made consistent by ONNX Runtime's mixed-precision fixer); the module paths are
-    checked against the graph's layers first.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from edgekit.backends import _onnxruntime_inspect as inspect
-
-    layers = inspect.onnx_layers(onnx.load(str(source)))
-    known = [name for layer in layers for name in (layer.module, *layer.aliases)]
-    check_layer_paths(config.keep_float, known, "quantize.keep_float")
-    check_layer_paths(config.int16_activations, known, "quantize.int16_activations")
-    if scheme is Scheme.FP32:
-        shutil.copyfile(source, out)
-        return {}
-    prepared = workdir / "prepared.onnx"
-    try:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        if scheme is Scheme.INT8_STATIC:
-            facts = inspect.quantize_static_qdq(prepared, out, config, calibration, layers, workdir)
-        else:
-            if config.int16_activations:
-                raise ConfigError(
-                    "quantize.int16_activations needs static QDQ quantization (dynamic int8 has no 16-bit mode)",
-                    hint="use --set quantize.scheme=int8-static",
-                )
-            kept = [layer for layer in layers if layer.matches(config.keep_float)]
-            quantize_dynamic(
-                str(prepared), str(out), per_channel=config.per_channel, weight_type=QuantType.QInt8,
-                nodes_to_exclude=[node for layer in kept for node in layer.nodes],
-            )  # fmt: skip
-            facts = {
-                "format": "dynamic (MatMulInteger/ConvInteger)",
-                "activations": "uint8 at run time",
-                "weights": "int8",
-                "per_channel": config.per_channel,
-                "float_layers": [
-                    {"module": k.module, "nodes": list(k.nodes), "why": "quantize.keep_float"} for k in kept
-                ],
-            }
-    except (ExportError, ConfigError):
-        raise
-    except Exception as exc:
-        raise ExportError(
-            (f"ONNX Runtime quantization failed: {first_line(exc)}"),
-            hint=("try --set quantize.scheme=int8-dynamic or fp32"),
-        ) from exc
-    _drop_shape_annotations(out)
-    return facts
-
-
 def _opset(path: Path) -> int:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _count(arrays: Arrays) -> int:
-    return min((len(a) for a in arrays.values()), default=0)
-
-
-# Compute ops counted as int8 or float, with the inputs that hold their weights (LSTM/GRU/RNN: W, R and B).
-_WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,)} | dict.fromkeys(
-    ("LSTM", "GRU", "RNN"), (1, 2, 3)
-)
-_INTEGER_OPS = ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM")
-
-
-def quantized_ops(path: Path) -> dict[str, Any]:
-    """Read an ONNX file and count which compute ops run in int8 and which stay float, with their weight bytes.
-
-    An op is int8 when its weight comes through a DequantizeLinear of an int8 initializer (QDQ) or it is
-    an integer op. A float op (an LSTM the quantizer skipped, a MatMul left alone) is counted with the
-    bytes of the float initializers it reads, so a report can say how much of the model stayed float.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    initializers = {t.name: t for t in model.graph.initializer}
-    int8_initializers = {name for name, t in initializers.items() if t.data_type in int8}
-    dequantized = {
-        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_initializers
-    }
-
-    def nbytes(name: str) -> int:
-        return int(numpy_helper.to_array(initializers[name]).nbytes) if name in initializers else 0
-
-    quantized: Counter[str] = Counter()
-    floating: Counter[str] = Counter()
-    float_bytes: Counter[str] = Counter()
-    for node in model.graph.node:
-        if node.op_type in _INTEGER_OPS:
-            quantized[node.op_type] += 1
-        elif node.op_type in _WEIGHT_INPUTS:
-            weights = [node.input[i] for i in _WEIGHT_INPUTS[node.op_type] if i < len(node.input) and node.input[i]]
-            if weights and weights[0] in dequantized:
-                quantized[node.op_type] += 1
-            else:
-                floating[node.op_type] += 1
-                float_bytes[node.op_type] += sum(nbytes(w) for w in weights)
-    return {
-        "quantized_ops": dict(quantized),
-        "float_ops": dict(floating),
-        "float_weight_bytes": {op: n for op, n in float_bytes.items() if n},
-        "int8_weight_tensors": len(int8_initializers),
-        "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
-    }
-
-
-def _drop_shape_annotations(path: Path) -> None:
-    """Remove the intermediate shape annotations quant_pre_process adds: runtimes infer them again."""
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    onnx.save(model, str(path))

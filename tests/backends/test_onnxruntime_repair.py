@@ -202,7 +202,7 @@ def test_a_calibrator_that_moves_no_range_says_so(tmp_path: Path) -> None:
 
 
 def test_a_range_counts_as_moved_only_when_the_uint8_range_changes() -> None:
-    from edgekit.backends._onnxruntime_inspect import _moved
+    from edgekit.backends._onnxruntime_quantize import _moved
 
     assert not _moved((0.0, 5.0), 0.0, 5.0) and _moved((-2.0, 2.0), 0.0, 5.0)
     assert not _moved((0.0, 5.0), 0.5, 5.0)  # an all-positive tensor quantizes from 0 either way
