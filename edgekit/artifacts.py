@@ -51,11 +51,23 @@ class OpenArtifact:
         return {name: np.asarray(outputs[name]) for name in self.io.output_names}
 
 
-def open_artifact(folder: Path) -> OpenArtifact:
-    """Check `folder`'s files against its manifest and open the artifact in its backend.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedArtifact:
+    """An artifact folder whose files match its manifest, with the backend that runs it, ready to open."""
+
+    manifest: Manifest
+    backend: Any
+    options: Any
+    recipe: Any
+    io: IoContract
+    path: Path  # the artifact file itself (model.onnx, model.pte, model.mlpackage)
+
+
+def check_artifact(folder: Path) -> CheckedArtifact:
+    """Read `folder`'s manifest, check every file's sha256, and resolve its backend, options and recipe.
 
     Raises InputError (exit 5) when a file changed, MissingDependencyError (exit 4) when the runtime
-    is not installed or nothing on this host can run the artifact.
+    is not installed. `open_artifact` and `verify_artifact` both start here.
     """
     from edgekit.api import raise_problems
     from edgekit.backends import get_backend
@@ -71,8 +83,21 @@ def open_artifact(folder: Path) -> OpenArtifact:
     recipe = build_recipe(manifest.recipe)
     raise_problems([p for p in backend.check(recipe, options) if p.status is ExitStatus.MISSING_DEPENDENCY])
     io = IoContract(inputs=manifest.io.inputs, outputs=manifest.io.outputs)
+    return CheckedArtifact(
+        manifest=manifest, backend=backend, options=options, recipe=recipe, io=io, path=folder / manifest.artifact.file
+    )
+
+
+def open_artifact(folder: Path) -> OpenArtifact:
+    """Check `folder`'s files against its manifest and open the artifact in its backend.
+
+    Raises InputError (exit 5) when a file changed, MissingDependencyError (exit 4) when the runtime
+    is not installed or nothing on this host can run the artifact.
+    """
+    checked = check_artifact(folder)
+    manifest, backend = checked.manifest, checked.backend
     try:
-        runner = backend.open(folder / manifest.artifact.file, io, options)
+        runner = backend.open(checked.path, checked.io, checked.options)
     except RunnerUnavailable as exc:
         raise MissingDependencyError(
             f"nothing on this host can run {manifest.artifact.file}: {exc.reason}", hint="run it on the target device"

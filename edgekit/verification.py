@@ -55,23 +55,15 @@ class VerifyResult:
 
 def verify_artifact(folder: Path, *, data: Path | None = None, model: str | None = None) -> VerifyResult:
     """Verify the artifact in `folder`; raise InputError when its files do not match the manifest."""
-    from edgekit.api import raise_problems
-    from edgekit.backends import get_backend
+    from edgekit.artifacts import check_artifact, toolchain_drift
     from edgekit.compat import untested_versions
-    from edgekit.manifest import check_files, read_manifest
-    from edgekit.recipe import build_recipe, parse_table
 
-    manifest = read_manifest(folder)
-    changed = check_files(folder, manifest)
-    if changed:
-        raise InputError(f"artifact files do not match the manifest: {'; '.join(changed)}", hint="rebuild the artifact")
-    backend = get_backend(manifest.target.backend)
-    options: Any = parse_table(backend.Options, manifest.runtime.get("options", {}), "runtime.options", what="option")
-    recipe = build_recipe(manifest.recipe)
-    raise_problems([p for p in backend.check(recipe, options) if p.status is ExitStatus.MISSING_DEPENDENCY])
-    io = IoContract(inputs=manifest.io.inputs, outputs=manifest.io.outputs)
-    artifact = folder / manifest.artifact.file
-    warnings = tuple(_toolchain_drift(manifest.toolchain, backend.versions()))
+    checked = check_artifact(folder)
+    manifest, backend, options, recipe, io = (
+        checked.manifest, checked.backend, checked.options, checked.recipe, checked.io
+    )  # fmt: skip
+    artifact = checked.path
+    warnings = tuple(toolchain_drift(manifest, backend.versions()))
     warnings += tuple(w for w in untested_versions(backend.versions()) if w not in warnings)
     try:
         runner: Runner | None = backend.open(artifact, io, options)
@@ -218,11 +210,3 @@ def _remeasure(
         "gate": verdict["gate"],
         "checked_with": runner.checked_with,
     }
-
-
-def _toolchain_drift(recorded: dict[str, str], installed: dict[str, str]) -> list[str]:
-    return [
-        f"{name} {installed[name]} is installed but the artifact was built with {version}"
-        for name, version in recorded.items()
-        if name in installed and installed[name] != version
-    ]
